@@ -1,0 +1,39 @@
+"""The smallest trio_ws server: echo every message back exactly as received.
+
+No login, permessage-deflate accepted, messages up to 16 MiB. It is the target of
+conformance suites and of the benchmarks:
+
+    python demos/echo_server.py --host 127.0.0.1 --port 9001
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import trio
+
+import trio_ws
+
+
+async def echo(conn: trio_ws.WebSocketConnection) -> None:
+    async for message in conn:  # str for text, bytes for binary
+        await conn.send(message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = trio_ws.ServerConfig(max_message_size=16 << 20, ping_interval=None)
+    server = trio_ws.Server(echo, config=config)
+    try:
+        trio.run(server.serve, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1128 @@
+"""The RFC 6455 connection state machine: messages, control frames, errors, closing, limits."""
+
+from __future__ import annotations
+
+import tracemalloc
+import zlib
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trio_ws.protocol import _frames
+from trio_ws.protocol._connection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ConnectionState,
+    WebSocketProtocol,
+)
+from trio_ws.protocol._deflate import PerMessageDeflate
+from trio_ws.protocol._errors import (
+    CloseCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+    WebSocketError,
+)
+from trio_ws.protocol._events import BytesMessage, Close, Event, Ping, Pong, TextMessage
+from trio_ws.protocol._frames import Opcode, Role
+
+from .helpers import (
+    ProtocolPair,
+    close_payload,
+    parse_close,
+    parse_frames,
+    raw_frame,
+    sent_frames,
+)
+
+# ---------------------------------------------------------------- helpers
+
+
+def server(**kwargs: object) -> WebSocketProtocol:
+    return WebSocketProtocol(Role.SERVER, **kwargs)  # type: ignore[arg-type]
+
+
+def client(**kwargs: object) -> WebSocketProtocol:
+    return WebSocketProtocol(Role.CLIENT, **kwargs)  # type: ignore[arg-type]
+
+
+def feed(proto: WebSocketProtocol, *frames: bytes) -> list[Event]:
+    proto.receive_data(b"".join(frames))
+    return proto.events_received()
+
+
+def assert_fails(proto: WebSocketProtocol, data: bytes, code: int) -> RemoteProtocolError:
+    """Feed ``data``; check the error, the Close frame queued for it, the state, stickiness."""
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        proto.receive_data(data)
+    error = exc_info.value
+    assert error.close_code == code
+    assert proto.state is ConnectionState.CLOSED
+    frames = sent_frames(proto)
+    assert [f.opcode for f in frames] == [Opcode.CLOSE]
+    sent_code, reason = parse_close(frames[0])
+    assert sent_code == code
+    assert len(reason) <= 123
+    assert proto.close_sent == Close(code, reason.decode("utf-8"))
+    # Sticky: the connection stays failed, whatever comes next.
+    with pytest.raises(RemoteProtocolError) as again:
+        proto.receive_data(raw_frame(Opcode.TEXT, b"ok", mask=expected_mask(proto)))
+    assert again.value is error
+    assert proto.data_to_send() == b""
+    return error
+
+
+def expected_mask(proto: WebSocketProtocol) -> bytes | None:
+    """The masking key a legal frame *to* ``proto`` carries (None for frames to a client)."""
+    return b"\x01\x02\x03\x04" if proto.role is Role.SERVER else None
+
+
+DEFLATE_CONFIGS = [
+    PerMessageDeflate(),
+    PerMessageDeflate(server_no_context_takeover=True, client_no_context_takeover=True),
+    PerMessageDeflate(server_no_context_takeover=True),
+    PerMessageDeflate(server_max_window_bits=9, client_max_window_bits=10),
+    PerMessageDeflate(server_max_window_bits=8, client_max_window_bits=8),
+]
+
+
+def deflate_raw(data: bytes, *, wbits: int = 15) -> bytes:
+    """Compress one message the way RFC 7692 §7.2.1 says, independently of _deflate."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+@pytest.fixture(params=["python", "compiled"])
+def mask_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test with the pure-Python masking, then with the compiled one (when built)."""
+    if request.param == "compiled":
+        if not _frames.HAS_SPEEDUPS:
+            pytest.skip("the compiled speedup was not built")
+        assert _frames.apply_mask is _frames._apply_mask_c
+        yield "compiled"
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_frames, "apply_mask", _frames._apply_mask_python)
+        yield "python"
+
+
+# ---------------------------------------------------------------- data messages
+
+
+def test_initial_state() -> None:
+    proto = server()
+    assert proto.state is ConnectionState.OPEN
+    assert proto.max_message_size == DEFAULT_MAX_MESSAGE_SIZE
+    assert proto.data_to_send() == b""
+    assert proto.events_received() == []
+    assert proto.close_sent is None
+    assert proto.close_received is None
+
+
+def test_rfc_vectors_through_the_connection() -> None:
+    assert feed(server(), bytes.fromhex("818537fa213d7f9f4d5158")) == [TextMessage("Hello")]
+    assert feed(client(), bytes.fromhex("810548656c6c6f")) == [TextMessage("Hello")]
+    assert feed(client(), bytes.fromhex("010348656c"), bytes.fromhex("80026c6f")) == [
+        TextMessage("Hello")
+    ]
+    proto = client()
+    assert feed(proto, bytes.fromhex("890548656c6c6f")) == [Ping(b"Hello")]
+    (pong,) = sent_frames(proto)
+    assert (pong.opcode, pong.payload) == (Opcode.PONG, b"Hello")
+    assert feed(server(), bytes.fromhex("8a8537fa213d7f9f4d5158")) == [Pong(b"Hello")]
+
+
+def test_server_sends_unmasked_rfc_bytes() -> None:
+    proto = server()
+    proto.send_text("Hello")
+    assert proto.data_to_send() == bytes.fromhex("810548656c6c6f")
+    proto.send_text("Hel", final=False)
+    proto.send_text("lo")
+    assert proto.data_to_send() == bytes.fromhex("010348656c80026c6f")
+    proto.send_ping(b"Hello")
+    assert proto.data_to_send() == bytes.fromhex("890548656c6c6f")
+    payload = bytes(256)
+    proto.send_bytes(payload)
+    assert proto.data_to_send() == bytes.fromhex("827e0100") + payload
+    payload = bytes(65536)
+    proto.send_bytes(payload)
+    assert proto.data_to_send() == bytes.fromhex("827f0000000000010000") + payload
+
+
+def test_client_masks_every_frame() -> None:
+    proto = client()
+    proto.send_text("Hello")
+    proto.send_bytes(b"x" * 300)
+    proto.send_ping(b"p")
+    proto.send_pong(b"q")
+    proto.send_close(1000, "bye")
+    frames = parse_frames(proto.data_to_send(), masked=True)
+    assert [(f.opcode, f.payload) for f in frames] == [
+        (Opcode.TEXT, b"Hello"),
+        (Opcode.BINARY, b"x" * 300),
+        (Opcode.PING, b"p"),
+        (Opcode.PONG, b"q"),
+        (Opcode.CLOSE, close_payload(1000, b"bye")),
+    ]
+
+
+def test_text_and_bytes_both_directions() -> None:
+    pair = ProtocolPair()
+    pair.client.send_text("héllo €")
+    pair.client.send_bytes(b"\x00\xff")
+    pair.client.send_bytes(bytearray(b"ba"))
+    pair.client.send_bytes(memoryview(b"mv"))
+    assert pair.transfer(pair.client) == [
+        TextMessage("héllo €"),
+        BytesMessage(b"\x00\xff"),
+        BytesMessage(b"ba"),
+        BytesMessage(b"mv"),
+    ]
+    pair.server.send_text("")
+    pair.server.send_bytes(b"")
+    assert pair.transfer(pair.server) == [TextMessage(""), BytesMessage(b"")]
+
+
+def test_fragmented_messages_are_reassembled() -> None:
+    pair = ProtocolPair()
+    pair.client.send_bytes(b"ab", final=False)
+    pair.client.send_bytes(b"", final=False)
+    pair.client.send_bytes(b"cd")
+    pair.client.send_text("x", final=False)
+    pair.client.send_text("€")
+    assert pair.transfer(pair.client) == [BytesMessage(b"abcd"), TextMessage("x€")]
+
+
+def test_no_event_before_the_final_fragment() -> None:
+    proto = server()
+    assert feed(proto, raw_frame(Opcode.BINARY, b"ab", fin=False)) == []
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, b"cd", fin=False)) == []
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, b"ef")) == [BytesMessage(b"abcdef")]
+
+
+def test_cannot_switch_type_mid_message() -> None:
+    proto = client()
+    proto.send_text("a", final=False)
+    with pytest.raises(LocalProtocolError):
+        proto.send_bytes(b"b")
+
+
+def test_valid_multibyte_character_split_across_fragments() -> None:
+    euro = "€".encode()  # e2 82 ac
+    proto = server()
+    frames = [
+        raw_frame(Opcode.TEXT, b"a" + euro[:1], fin=False),
+        raw_frame(Opcode.CONTINUATION, euro[1:2], fin=False),
+        raw_frame(Opcode.CONTINUATION, euro[2:] + b"b"),
+    ]
+    for frame in frames[:-1]:
+        assert feed(proto, frame) == []
+    assert feed(proto, frames[-1]) == [TextMessage("a€b")]
+
+
+def test_events_before_an_error_are_kept() -> None:
+    proto = server()
+    with pytest.raises(RemoteProtocolError):
+        proto.receive_data(raw_frame(Opcode.TEXT, b"ok") + raw_frame(Opcode.TEXT, b"\xff"))
+    assert proto.events_received() == [TextMessage("ok")]
+
+
+# ---------------------------------------------------------------- errors: framing
+
+
+SERVER_PROTOCOL_ERRORS = [
+    pytest.param(raw_frame(Opcode.TEXT, b"a", rsv2=True), id="rsv2"),
+    pytest.param(raw_frame(Opcode.TEXT, b"a", rsv3=True), id="rsv3"),
+    pytest.param(raw_frame(Opcode.TEXT, b"a", rsv1=True), id="rsv1-without-deflate"),
+    *(pytest.param(raw_frame(op, b"x"), id=f"reserved-opcode-{op:#x}") for op in range(3, 8)),
+    *(pytest.param(raw_frame(op, b"x"), id=f"reserved-opcode-{op:#x}") for op in range(0xB, 0x10)),
+    pytest.param(raw_frame(Opcode.TEXT, b"a", mask=None), id="unmasked-client-frame"),
+    pytest.param(raw_frame(Opcode.PING, b"p" * 126), id="control-126-16-bit-marker"),
+    pytest.param(raw_frame(Opcode.PING, b"", length_form=126), id="control-16-bit-form-len-0"),
+    pytest.param(raw_frame(Opcode.PONG, b"", length_form=127), id="control-64-bit-form"),
+    pytest.param(raw_frame(Opcode.CLOSE, b"", length_form=127), id="close-64-bit-form"),
+    pytest.param(raw_frame(Opcode.PING, b"p", fin=False), id="fragmented-ping"),
+    pytest.param(raw_frame(Opcode.CLOSE, close_payload(1000), fin=False), id="fragmented-close"),
+    pytest.param(raw_frame(Opcode.BINARY, length=1 << 63)[:10], id="64-bit-length-msb"),
+    pytest.param(raw_frame(Opcode.CONTINUATION, b"x"), id="continuation-without-start"),
+    pytest.param(
+        raw_frame(Opcode.TEXT, b"a", fin=False) + raw_frame(Opcode.TEXT, b"b"),
+        id="new-text-during-fragmented-message",
+    ),
+    pytest.param(
+        raw_frame(Opcode.BINARY, b"a", fin=False) + raw_frame(Opcode.BINARY, b"b"),
+        id="new-binary-during-fragmented-message",
+    ),
+    pytest.param(
+        raw_frame(Opcode.BINARY, b"a", fin=False) + raw_frame(Opcode.TEXT, b"b", fin=False),
+        id="new-fragment-during-fragmented-message",
+    ),
+    pytest.param(raw_frame(Opcode.CLOSE, b"\x03"), id="close-1-byte-payload"),
+]
+
+
+@pytest.mark.parametrize("data", SERVER_PROTOCOL_ERRORS)
+def test_server_protocol_errors(data: bytes) -> None:
+    assert_fails(server(), data, CloseCode.PROTOCOL_ERROR)
+
+
+def test_client_rejects_masked_server_frame() -> None:
+    assert_fails(client(), raw_frame(Opcode.TEXT, b"Hello"), CloseCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(raw_frame(Opcode.TEXT, b"a", rsv2=True, mask=None), id="rsv2"),
+        pytest.param(raw_frame(Opcode.TEXT, b"a", rsv1=True, mask=None), id="rsv1"),
+        pytest.param(raw_frame(0x3, b"", mask=None), id="opcode-3"),
+        pytest.param(raw_frame(0xF, b"", mask=None), id="opcode-f"),
+        pytest.param(raw_frame(Opcode.PING, b"p" * 126, mask=None), id="control-126"),
+        pytest.param(raw_frame(Opcode.PING, b"", fin=False, mask=None), id="fragmented-control"),
+        pytest.param(raw_frame(Opcode.CONTINUATION, b"x", mask=None), id="continuation"),
+    ],
+)
+def test_client_protocol_errors(data: bytes) -> None:
+    """A failing client also queues its Close, masked as every client frame."""
+    assert_fails(client(), data, CloseCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("length_form", [126, 127])
+def test_control_frame_length_checked_from_the_first_two_bytes(length_form: int) -> None:
+    proto = server()
+    data = raw_frame(Opcode.PING, b"", length_form=length_form)
+    assert_fails(proto, data[:2], CloseCode.PROTOCOL_ERROR)
+
+
+def test_rsv1_on_control_frame_with_deflate() -> None:
+    assert_fails(
+        server(deflate=PerMessageDeflate()),
+        raw_frame(Opcode.PING, b"", rsv1=True),
+        CloseCode.PROTOCOL_ERROR,
+    )
+
+
+def test_rsv1_on_continuation_frame_with_deflate() -> None:
+    proto = server(deflate=PerMessageDeflate())
+    first = raw_frame(Opcode.BINARY, b"a", fin=False)
+    assert feed(proto, first) == []
+    assert_fails(proto, raw_frame(Opcode.CONTINUATION, b"b", rsv1=True), CloseCode.PROTOCOL_ERROR)
+
+
+# ---------------------------------------------------------------- errors: UTF-8
+
+
+def test_invalid_utf8_single_text_frame() -> None:
+    assert_fails(server(), raw_frame(Opcode.TEXT, b"ok\xff"), CloseCode.INVALID_DATA)
+
+
+def test_invalid_utf8_single_text_frame_to_client() -> None:
+    assert_fails(client(), raw_frame(Opcode.TEXT, b"\xc0\xaf", mask=None), CloseCode.INVALID_DATA)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(b"\xff", id="invalid-byte"),
+        pytest.param(b"\xe2\x82(", id="broken-sequence"),
+        pytest.param(b"\xed\xa0\x80", id="surrogate"),
+        pytest.param(b"\xf4\x90\x80\x80", id="above-max-code-point"),
+    ],
+)
+def test_invalid_utf8_mid_message_fails_before_the_final_fragment(bad: bytes) -> None:
+    proto = server()
+    assert feed(proto, raw_frame(Opcode.TEXT, "héllo".encode(), fin=False)) == []
+    # The bad fragment is not final: the error must come now, not with the last fragment.
+    assert_fails(proto, raw_frame(Opcode.CONTINUATION, bad, fin=False), CloseCode.INVALID_DATA)
+
+
+def test_invalid_utf8_in_first_fragment() -> None:
+    assert_fails(server(), raw_frame(Opcode.TEXT, b"\xff", fin=False), CloseCode.INVALID_DATA)
+
+
+def test_truncated_utf8_at_the_end_of_a_message() -> None:
+    proto = server()
+    assert feed(proto, raw_frame(Opcode.TEXT, b"a\xe2", fin=False)) == []
+    assert_fails(proto, raw_frame(Opcode.CONTINUATION, b"\x82"), CloseCode.INVALID_DATA)
+
+
+def test_binary_messages_are_not_utf8_checked() -> None:
+    proto = server()
+    assert feed(proto, raw_frame(Opcode.BINARY, b"\xff", fin=False)) == []
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, b"\xfe")) == [BytesMessage(b"\xff\xfe")]
+
+
+# ---------------------------------------------------------------- errors: close frames
+
+INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535]
+VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, *range(1007, 1015), 3000, 4000, 4999]
+
+
+@pytest.mark.parametrize("code", INVALID_CLOSE_CODES)
+def test_invalid_close_code_received(code: int) -> None:
+    assert_fails(server(), raw_frame(Opcode.CLOSE, close_payload(code)), CloseCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("code", VALID_CLOSE_CODES)
+def test_valid_close_code_received_and_echoed(code: int) -> None:
+    proto = server()
+    assert feed(proto, raw_frame(Opcode.CLOSE, close_payload(code, b"bye"))) == [Close(code, "bye")]
+    assert proto.state is ConnectionState.CLOSED
+    (reply,) = sent_frames(proto)
+    assert parse_close(reply) == (code, b"")
+    assert proto.close_received == Close(code, "bye")
+    assert proto.close_sent == Close(code, "")
+
+
+@pytest.mark.parametrize("code", VALID_CLOSE_CODES)
+def test_valid_close_code_echoed_by_client(code: int) -> None:
+    proto = client()
+    assert feed(proto, raw_frame(Opcode.CLOSE, close_payload(code), mask=None)) == [Close(code)]
+    (reply,) = sent_frames(proto)
+    assert parse_close(reply) == (code, b"")
+
+
+def test_invalid_utf8_close_reason() -> None:
+    assert_fails(
+        server(), raw_frame(Opcode.CLOSE, close_payload(1000, b"\xff")), CloseCode.INVALID_DATA
+    )
+
+
+def test_close_reason_of_123_bytes_accepted() -> None:
+    reason = "é" * 61 + "a"  # 123 bytes, the most a 125-byte control payload can hold
+    proto = server()
+    data = raw_frame(Opcode.CLOSE, close_payload(1000, reason.encode()))
+    assert feed(proto, data) == [Close(1000, reason)]
+
+
+# ---------------------------------------------------------------- errors: message size
+
+
+def test_single_frame_too_big_detected_from_the_header_alone() -> None:
+    proto = server(max_message_size=1000)
+    frame = raw_frame(Opcode.BINARY, b"x" * 1001)
+    header = frame[:4]  # 82 fe 03 e9: opcode, mask bit and the 16-bit length, no key yet
+    assert header == bytes.fromhex("82fe03e9")
+    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_single_frame_too_big_7_bit_length() -> None:
+    proto = server(max_message_size=10)
+    assert_fails(proto, raw_frame(Opcode.TEXT, b"x" * 11)[:2], CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_huge_64_bit_frame_refused_from_the_header() -> None:
+    proto = server()
+    assert_fails(proto, raw_frame(Opcode.BINARY, length=1 << 40)[:10], CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_client_refuses_frame_too_big() -> None:
+    proto = client(max_message_size=100)
+    header = raw_frame(Opcode.BINARY, b"x" * 101, mask=None)[:4]
+    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_message_exactly_at_the_limit_is_accepted() -> None:
+    proto = server(max_message_size=1000)
+    assert feed(proto, raw_frame(Opcode.BINARY, b"x" * 1000)) == [BytesMessage(b"x" * 1000)]
+    assert feed(proto, raw_frame(Opcode.TEXT, b"y" * 1000)) == [TextMessage("y" * 1000)]
+    frames = [
+        raw_frame(Opcode.TEXT, b"a" * 600, fin=False),
+        raw_frame(Opcode.CONTINUATION, b"b" * 400),
+    ]
+    assert feed(proto, *frames) == [TextMessage("a" * 600 + "b" * 400)]
+
+
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_fragments_adding_up_beyond_the_limit(opcode: int) -> None:
+    proto = server(max_message_size=1000)
+    assert feed(proto, raw_frame(opcode, b"a" * 600, fin=False)) == []
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, b"b" * 300, fin=False)) == []
+    # 100 bytes left: the next header announcing 101 is refused before its payload arrives.
+    header = raw_frame(Opcode.CONTINUATION, b"c" * 101)[:2]
+    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_limit_is_restored_after_a_fragmented_message() -> None:
+    proto = server(max_message_size=1000)
+    frames = [raw_frame(Opcode.BINARY, b"a" * 900, fin=False), raw_frame(Opcode.CONTINUATION, b"")]
+    assert feed(proto, *frames) == [BytesMessage(b"a" * 900)]
+    assert feed(proto, raw_frame(Opcode.BINARY, b"z" * 1000)) == [BytesMessage(b"z" * 1000)]
+
+
+def test_control_frames_do_not_count_towards_the_message() -> None:
+    proto = server(max_message_size=10)
+    frames = [
+        raw_frame(Opcode.BINARY, b"a" * 10, fin=False),
+        raw_frame(Opcode.PING, b"p" * 125),
+        raw_frame(Opcode.CONTINUATION, b""),
+    ]
+    assert feed(proto, *frames) == [Ping(b"p" * 125), BytesMessage(b"a" * 10)]
+
+
+def test_max_message_size_none_is_unlimited() -> None:
+    size = 3 * DEFAULT_MAX_MESSAGE_SIZE
+    pair = ProtocolPair(max_message_size=None)
+    pair.client.send_bytes(b"x" * size)
+    pair.client.send_text("a" * size, final=False)
+    pair.client.send_text("b")
+    assert pair.transfer(pair.client) == [
+        BytesMessage(b"x" * size),
+        TextMessage("a" * size + "b"),
+    ]
+
+
+def test_default_limit_applies() -> None:
+    proto = server()
+    header = raw_frame(Opcode.BINARY, length=DEFAULT_MAX_MESSAGE_SIZE + 1)[:10]
+    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+
+
+# ---------------------------------------------------------------- close handshake
+
+
+def test_server_initiated_close() -> None:
+    pair = ProtocolPair()
+    pair.server.send_close(1001, "going away")
+    assert pair.server.state is ConnectionState.CLOSING
+    assert pair.server.close_sent == Close(1001, "going away")
+    assert pair.transfer(pair.server) == [Close(1001, "going away")]
+    assert pair.client.state is ConnectionState.CLOSED
+    assert pair.client.close_received == Close(1001, "going away")
+    assert pair.client.close_sent == Close(1001, "")
+    assert pair.transfer(pair.client) == [Close(1001, "")]
+    assert pair.server.state is ConnectionState.CLOSED
+    assert pair.server.close_received == Close(1001, "")
+    assert pair.server.data_to_send() == b""
+    assert pair.client.data_to_send() == b""
+
+
+def test_client_initiated_close() -> None:
+    pair = ProtocolPair()
+    pair.client.send_close(4000, "done")
+    assert pair.client.state is ConnectionState.CLOSING
+    assert pair.server.state is ConnectionState.OPEN
+    assert pair.transfer(pair.client) == [Close(4000, "done")]
+    assert pair.server.state is ConnectionState.CLOSED
+    assert pair.transfer(pair.server) == [Close(4000, "")]
+    assert pair.client.state is ConnectionState.CLOSED
+    # After the handshake, nothing more is expected and late bytes are ignored.
+    pair.client.receive_data(raw_frame(Opcode.TEXT, b"late", mask=None))
+    assert pair.client.events_received() == []
+    pair.client.receive_eof()
+    assert pair.client.events_received() == []
+
+
+def test_simultaneous_close() -> None:
+    pair = ProtocolPair()
+    pair.client.send_close(1000, "c")
+    pair.server.send_close(1001, "s")
+    client_events, server_events = pair.pump()
+    assert client_events == [Close(1001, "s")]
+    assert server_events == [Close(1000, "c")]
+    assert pair.client.state is pair.server.state is ConnectionState.CLOSED
+
+
+def test_default_close_code_is_1000() -> None:
+    pair = ProtocolPair()
+    pair.client.send_close()
+    assert pair.transfer(pair.client) == [Close(1000, "")]
+
+
+def test_close_without_status() -> None:
+    pair = ProtocolPair()
+    pair.client.send_close(None)
+    assert pair.client.close_sent == Close(CloseCode.NO_STATUS_RCVD, "")
+    data = pair.client.data_to_send()
+    frames = parse_frames(data, masked=True)
+    assert [(f.opcode, f.payload) for f in frames] == [(Opcode.CLOSE, b"")]
+    pair.server.receive_data(data)
+    assert pair.server.events_received() == [Close(1005, "")]
+    (reply,) = sent_frames(pair.server)
+    assert (reply.opcode, reply.payload) == (Opcode.CLOSE, b"")
+    assert pair.server.close_sent == Close(1005, "")
+
+
+def test_close_without_status_but_with_reason_is_refused() -> None:
+    with pytest.raises(LocalProtocolError):
+        client().send_close(None, "why")
+
+
+def test_receive_eof_reports_abnormal_closure() -> None:
+    proto = server()
+    proto.receive_eof()
+    assert proto.state is ConnectionState.CLOSED
+    assert proto.events_received() == [Close(1006, "")]
+    assert proto.data_to_send() == b""
+    proto.receive_eof()
+    assert proto.events_received() == []
+
+
+def test_receive_eof_while_closing() -> None:
+    proto = server()
+    proto.send_close()
+    proto.receive_eof()
+    assert proto.state is ConnectionState.CLOSED
+    assert proto.events_received() == [Close(1006, "")]
+
+
+def test_receive_eof_after_an_error_adds_nothing() -> None:
+    proto = server()
+    with pytest.raises(RemoteProtocolError):
+        proto.receive_data(raw_frame(0x3, b""))
+    proto.receive_eof()
+    assert proto.events_received() == []
+
+
+SEND_CALLS = [
+    pytest.param(lambda p: p.send_text("x"), id="text"),
+    pytest.param(lambda p: p.send_bytes(b"x"), id="bytes"),
+    pytest.param(lambda p: p.send_ping(b""), id="ping"),
+    pytest.param(lambda p: p.send_pong(b""), id="pong"),
+    pytest.param(lambda p: p.send_close(), id="close"),
+]
+
+
+@pytest.mark.parametrize("send", SEND_CALLS)
+def test_nothing_can_be_sent_after_send_close(send) -> None:  # type: ignore[no-untyped-def]
+    proto = client()
+    proto.send_close()
+    proto.data_to_send()
+    with pytest.raises(LocalProtocolError):
+        send(proto)
+    assert proto.data_to_send() == b""
+
+
+@pytest.mark.parametrize("send", SEND_CALLS)
+def test_nothing_can_be_sent_after_close_received(send) -> None:  # type: ignore[no-untyped-def]
+    proto = server()
+    feed(proto, raw_frame(Opcode.CLOSE, close_payload(1000)))
+    proto.data_to_send()
+    with pytest.raises(LocalProtocolError):
+        send(proto)
+    assert proto.data_to_send() == b""
+
+
+@pytest.mark.parametrize("send", SEND_CALLS)
+def test_nothing_can_be_sent_after_failure(send) -> None:  # type: ignore[no-untyped-def]
+    proto = server()
+    with pytest.raises(RemoteProtocolError):
+        proto.receive_data(raw_frame(0x3, b""))
+    proto.data_to_send()
+    with pytest.raises(LocalProtocolError):
+        send(proto)
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 0])
+def test_send_close_with_invalid_code(code: int) -> None:
+    proto = server()
+    with pytest.raises(LocalProtocolError):
+        proto.send_close(code)
+    assert proto.state is ConnectionState.OPEN
+    assert proto.close_sent is None
+    assert proto.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        pytest.param("a" * 200, "a" * 123, id="ascii"),
+        pytest.param("é" * 100, "é" * 61, id="two-byte"),
+        pytest.param("a" + "€" * 60, "a" + "€" * 40, id="three-byte"),
+        pytest.param("ab" + "😀" * 40, "ab" + "😀" * 30, id="four-byte"),
+        pytest.param("a" * 123, "a" * 123, id="exactly-123"),
+    ],
+)
+def test_close_reason_truncated_without_splitting_utf8(reason: str, expected: str) -> None:
+    pair = ProtocolPair()
+    pair.server.send_close(1000, reason)
+    assert pair.server.close_sent == Close(1000, expected)
+    data = pair.server.data_to_send()
+    assert len(data) == 2 + 2 + len(expected.encode())
+    assert len(data) <= 2 + 125
+    pair.client.receive_data(data)
+    assert pair.client.events_received() == [Close(1000, expected)]
+
+
+def test_failure_reason_is_truncated_too() -> None:
+    proto = server()
+    error = RemoteProtocolError("€" * 100, close_code=1008)
+    proto._fail(error)
+    (frame,) = sent_frames(proto)
+    code, reason = parse_close(frame)
+    assert code == 1008
+    assert reason.decode() == "€" * 41
+
+
+def test_data_received_while_closing_is_delivered() -> None:
+    pair = ProtocolPair()
+    pair.server.send_close(1000, "bye")
+    # The client sent these before it saw the server's Close.
+    pair.client.send_text("in flight")
+    pair.client.send_bytes(b"more", final=False)
+    pair.client.send_bytes(b"!")
+    pair.client.send_ping(b"p")
+    assert pair.transfer(pair.client) == [
+        TextMessage("in flight"),
+        BytesMessage(b"more!"),
+        Ping(b"p"),
+    ]
+    assert pair.server.state is ConnectionState.CLOSING
+    # §5.5.2: the Ping is still answered, since no Close was received yet.
+    data = pair.server.data_to_send()
+    frames = parse_frames(data, masked=False)
+    assert [(f.opcode, f.payload) for f in frames] == [
+        (Opcode.CLOSE, close_payload(1000, b"bye")),
+        (Opcode.PONG, b"p"),
+    ]
+    pair.client.receive_data(data)
+    # The client stops at the Close: the Pong behind it is ignored.
+    assert pair.client.events_received() == [Close(1000, "bye")]
+    assert pair.transfer(pair.client) == [Close(1000, "")]
+    assert pair.server.state is ConnectionState.CLOSED
+
+
+def test_protocol_error_while_closing_sends_no_second_close() -> None:
+    proto = server()
+    proto.send_close(1000)
+    proto.data_to_send()
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        proto.receive_data(raw_frame(Opcode.TEXT, b"\xff"))
+    assert exc_info.value.close_code == CloseCode.INVALID_DATA
+    assert proto.state is ConnectionState.CLOSED
+    assert proto.data_to_send() == b""
+    assert proto.close_sent == Close(1000, "")
+
+
+def test_bytes_after_a_close_frame_are_ignored() -> None:
+    proto = server()
+    events = feed(proto, raw_frame(Opcode.CLOSE, close_payload(1000)), raw_frame(Opcode.TEXT, b"x"))
+    assert events == [Close(1000, "")]
+    assert proto.state is ConnectionState.CLOSED
+
+
+# ---------------------------------------------------------------- ping and pong
+
+
+def test_ping_answered_with_the_same_payload() -> None:
+    pair = ProtocolPair()
+    pair.client.send_ping(b"payload")
+    assert pair.transfer(pair.client) == [Ping(b"payload")]
+    assert pair.transfer(pair.server) == [Pong(b"payload")]
+    pair.server.send_ping()
+    assert pair.transfer(pair.server) == [Ping(b"")]
+    assert pair.transfer(pair.client) == [Pong(b"")]
+
+
+def test_ping_of_125_bytes() -> None:
+    pair = ProtocolPair()
+    pair.server.send_ping(b"p" * 125)
+    assert pair.transfer(pair.server) == [Ping(b"p" * 125)]
+    assert pair.transfer(pair.client) == [Pong(b"p" * 125)]
+
+
+def test_ping_answered_while_closing() -> None:
+    proto = server()
+    proto.send_close(1000)
+    proto.data_to_send()
+    assert feed(proto, raw_frame(Opcode.PING, b"still there?")) == [Ping(b"still there?")]
+    (pong,) = sent_frames(proto)
+    assert (pong.opcode, pong.payload) == (Opcode.PONG, b"still there?")
+    assert proto.state is ConnectionState.CLOSING
+
+
+def test_auto_pong_off() -> None:
+    pair = ProtocolPair(auto_pong=False)
+    pair.client.send_ping(b"x")
+    assert pair.transfer(pair.client) == [Ping(b"x")]
+    assert pair.server.data_to_send() == b""
+    pair.server.send_pong(b"x")
+    assert pair.transfer(pair.server) == [Pong(b"x")]
+
+
+def test_unsolicited_pong() -> None:
+    pair = ProtocolPair()
+    pair.server.send_pong(b"heartbeat")
+    assert pair.transfer(pair.server) == [Pong(b"heartbeat")]
+    assert pair.client.data_to_send() == b""
+
+
+@pytest.mark.parametrize("method", ["send_ping", "send_pong"])
+def test_control_payload_over_125_bytes_refused(method: str) -> None:
+    proto = client()
+    with pytest.raises(LocalProtocolError):
+        getattr(proto, method)(b"x" * 126)
+    assert proto.data_to_send() == b""
+    assert proto.state is ConnectionState.OPEN
+
+
+def test_ping_between_fragments() -> None:
+    pair = ProtocolPair()
+    pair.client.send_text("hel", final=False)
+    pair.client.send_ping(b"1")
+    pair.client.send_text("lo ", final=False)
+    pair.client.send_pong(b"2")
+    pair.client.send_text("wörld")
+    assert pair.transfer(pair.client) == [Ping(b"1"), Pong(b"2"), TextMessage("hello wörld")]
+    assert pair.transfer(pair.server) == [Pong(b"1")]
+
+
+def test_ping_between_raw_fragments_gets_its_pong_at_once() -> None:
+    proto = server()
+    assert feed(proto, raw_frame(Opcode.BINARY, b"a", fin=False), raw_frame(Opcode.PING, b"x")) == [
+        Ping(b"x")
+    ]
+    (pong,) = sent_frames(proto)
+    assert (pong.opcode, pong.payload) == (Opcode.PONG, b"x")
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, b"b")) == [BytesMessage(b"ab")]
+
+
+def test_close_between_fragments() -> None:
+    proto = server()
+    frames = [raw_frame(Opcode.TEXT, b"a", fin=False), raw_frame(Opcode.CLOSE, close_payload(1001))]
+    assert feed(proto, *frames) == [Close(1001, "")]
+    assert proto.state is ConnectionState.CLOSED
+
+
+# ---------------------------------------------------------------- permessage-deflate
+
+
+def test_compressed_message_has_rsv1_on_first_frame_only() -> None:
+    pair = ProtocolPair(deflate=PerMessageDeflate())
+    text = "compress me " * 50
+    pair.client.send_text(text)
+    frames = sent_frames(pair.client)
+    assert [(f.opcode, f.rsv1, f.fin) for f in frames] == [(Opcode.TEXT, True, True)]
+    assert len(frames[0].payload) < len(text)
+
+    pair.client.send_bytes(b"a" * 500, final=False)
+    pair.client.send_bytes(b"b" * 500, final=False)
+    pair.client.send_bytes(b"c" * 500)
+    pair.client.send_ping(b"ping")
+    frames = sent_frames(pair.client)
+    assert [(f.opcode, f.rsv1, f.fin) for f in frames] == [
+        (Opcode.BINARY, True, False),
+        (Opcode.CONTINUATION, False, False),
+        (Opcode.CONTINUATION, False, True),
+        (Opcode.PING, False, True),
+    ]
+
+
+def test_compressed_messages_round_trip() -> None:
+    pair = ProtocolPair(deflate=PerMessageDeflate())
+    pair.client.send_text("€" * 1000)
+    pair.client.send_bytes(b"a" * 500, final=False)
+    pair.client.send_ping(b"!")
+    pair.client.send_bytes(b"b" * 500)
+    pair.client.send_text("")
+    assert pair.transfer(pair.client) == [
+        TextMessage("€" * 1000),
+        Ping(b"!"),
+        BytesMessage(b"a" * 500 + b"b" * 500),
+        TextMessage(""),
+    ]
+    pair.server.send_text("back", final=False)
+    pair.server.send_text(" again")
+    assert pair.transfer(pair.server) == [Pong(b"!"), TextMessage("back again")]
+
+
+def test_compressed_message_from_an_independent_compressor() -> None:
+    """RFC 7692 §7.2.3.1: "Hello" compressed is c2 48 cd c9 c9 07 00 with RSV1 set."""
+    proto = client(deflate=PerMessageDeflate())
+    frame = bytes.fromhex("c107f248cdc9c90700")
+    assert feed(proto, frame) == [TextMessage("Hello")]
+    assert deflate_raw(b"Hello") == bytes.fromhex("f248cdc9c90700")
+
+
+def test_rfc7692_shared_window_example() -> None:
+    """RFC 7692 §7.2.3.2: the second "Hello" reuses the window of the first."""
+    proto = client(deflate=PerMessageDeflate())
+    frames = bytes.fromhex("c107f248cdc9c90700") + bytes.fromhex("c105f200110000")
+    assert feed(proto, frames) == [TextMessage("Hello"), TextMessage("Hello")]
+
+
+def test_rfc7692_fragmented_compressed_example() -> None:
+    """RFC 7692 §7.2.3.1: "Hello" compressed and sent in two fragments."""
+    proto = client(deflate=PerMessageDeflate())
+    frames = bytes.fromhex("4103f248cd") + bytes.fromhex("8004c9c90700")
+    assert feed(proto, frames) == [TextMessage("Hello")]
+
+
+def test_uncompressed_message_with_deflate_negotiated() -> None:
+    proto = server(deflate=PerMessageDeflate())
+    assert feed(proto, raw_frame(Opcode.TEXT, b"plain")) == [TextMessage("plain")]
+    assert feed(proto, raw_frame(Opcode.BINARY, b"a", fin=False), raw_frame(0, b"b")) == [
+        BytesMessage(b"ab")
+    ]
+
+
+def test_compress_false_sends_uncompressed() -> None:
+    pair = ProtocolPair(deflate=PerMessageDeflate(), server_kwargs={"compress": False})
+    pair.server.send_text("x" * 100)
+    (frame,) = sent_frames(pair.server)
+    assert not frame.rsv1
+    assert frame.payload == b"x" * 100
+
+
+def test_invalid_utf8_in_compressed_text() -> None:
+    proto = server(deflate=PerMessageDeflate())
+    frame = raw_frame(Opcode.TEXT, deflate_raw(b"ok\xff"), rsv1=True)
+    assert_fails(proto, frame, CloseCode.INVALID_DATA)
+
+
+def test_invalid_utf8_in_compressed_fragment_fails_early() -> None:
+    proto = server(deflate=PerMessageDeflate())
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    part1 = compressor.compress(b"fine ") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    part2 = compressor.compress(b"\xff") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert feed(proto, raw_frame(Opcode.TEXT, part1, rsv1=True, fin=False)) == []
+    assert_fails(proto, raw_frame(0, part2, fin=False), CloseCode.INVALID_DATA)
+
+
+def test_corrupt_compressed_data() -> None:
+    proto = server(deflate=PerMessageDeflate())
+    assert_fails(proto, raw_frame(Opcode.BINARY, b"\xff\xff\xff", rsv1=True), CloseCode.INVALID_DATA)
+
+
+def test_deflate_bomb_is_refused_with_bounded_memory() -> None:
+    limit = 64 * 1024
+    bomb = deflate_raw(b"\0" * (64 * 1024 * 1024))  # 64 MiB of zeros in ~64 KiB
+    assert len(bomb) < limit
+    proto = server(deflate=PerMessageDeflate(), max_message_size=limit)
+    data = raw_frame(Opcode.BINARY, bomb, rsv1=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteProtocolError) as exc_info:
+            proto.receive_data(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert exc_info.value.close_code == CloseCode.MESSAGE_TOO_BIG
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while refusing a bomb"
+    (frame,) = sent_frames(proto)
+    assert parse_close(frame)[0] == CloseCode.MESSAGE_TOO_BIG
+    assert proto.state is ConnectionState.CLOSED
+
+
+def test_deflate_bomb_spread_over_fragments() -> None:
+    limit = 10_000
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = compressor.compress(b"\0" * 6000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    proto = server(deflate=PerMessageDeflate(), max_message_size=limit)
+    assert feed(proto, raw_frame(Opcode.BINARY, chunk, rsv1=True, fin=False)) == []
+    assert_fails(proto, raw_frame(0, chunk, fin=False), CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_inflated_size_over_the_limit() -> None:
+    proto = server(deflate=PerMessageDeflate(), max_message_size=1000)
+    assert feed(proto, raw_frame(Opcode.TEXT, deflate_raw(b"a" * 1000), rsv1=True)) == [
+        TextMessage("a" * 1000)
+    ]
+    assert_fails(
+        proto, raw_frame(Opcode.TEXT, deflate_raw(b"a" * 1001), rsv1=True), CloseCode.MESSAGE_TOO_BIG
+    )
+
+
+def test_compressed_frame_too_big_refused_from_its_header() -> None:
+    proto = server(deflate=PerMessageDeflate(), max_message_size=1000)
+    header = raw_frame(Opcode.BINARY, length=100_000, rsv1=True)[:10]
+    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+
+
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_uncompressed_frame_over_the_limit_with_deflate(opcode: int) -> None:
+    """With deflate negotiated, an uncompressed message is held to the same limit."""
+    proto = server(deflate=PerMessageDeflate(), max_message_size=1000)
+    assert_fails(proto, raw_frame(opcode, b"a" * 1001), CloseCode.MESSAGE_TOO_BIG)
+
+
+@pytest.mark.parametrize("deflate", DEFLATE_CONFIGS, ids=repr)
+def test_context_takeover_configurations(deflate: PerMessageDeflate) -> None:
+    pair = ProtocolPair(deflate=deflate)
+    messages = ["repeat " * 20] * 3 + ["x"]
+    for text in messages:
+        pair.client.send_text(text)
+        pair.server.send_text(text)
+    client_events, server_events = pair.pump()
+    expected = [TextMessage(t) for t in messages]
+    assert client_events == expected
+    assert server_events == expected
+
+
+# ---------------------------------------------------------------- hypothesis properties
+
+# One message: (is_text, fragments). Text fragments are str, binary ones bytes.
+text_messages = st.lists(st.text(max_size=40), min_size=1, max_size=4).map(lambda f: (True, f))
+bytes_messages = st.lists(st.binary(max_size=300), min_size=1, max_size=4).map(lambda f: (False, f))
+message_lists = st.lists(st.one_of(text_messages, bytes_messages), max_size=6)
+deflate_configs = st.one_of(
+    st.none(),
+    st.builds(
+        PerMessageDeflate,
+        server_no_context_takeover=st.booleans(),
+        client_no_context_takeover=st.booleans(),
+        server_max_window_bits=st.integers(8, 15),
+        client_max_window_bits=st.integers(8, 15),
+    ),
+)
+
+
+def send_messages(
+    proto: WebSocketProtocol, messages: list[tuple[bool, list[str] | list[bytes]]]
+) -> list[Event]:
+    """Send each message in its fragments; return the events the peer should see."""
+    expected: list[Event] = []
+    for is_text, fragments in messages:
+        last = len(fragments) - 1
+        for i, fragment in enumerate(fragments):
+            if is_text:
+                assert isinstance(fragment, str)
+                proto.send_text(fragment, final=i == last)
+            else:
+                assert isinstance(fragment, bytes)
+                proto.send_bytes(fragment, final=i == last)
+        if is_text:
+            expected.append(TextMessage("".join(fragments)))  # type: ignore[arg-type]
+        else:
+            expected.append(BytesMessage(b"".join(fragments)))  # type: ignore[arg-type]
+    return expected
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(messages=message_lists, deflate=deflate_configs, client_to_server=st.booleans())
+def test_messages_round_trip(
+    mask_impl: str,
+    messages: list[tuple[bool, list[str] | list[bytes]]],
+    deflate: PerMessageDeflate | None,
+    client_to_server: bool,
+) -> None:
+    """Runs once with each masking implementation (the ``mask_impl`` fixture)."""
+    pair = ProtocolPair(deflate=deflate)
+    sender = pair.client if client_to_server else pair.server
+    expected = send_messages(sender, messages)
+    # Then close, to check that the stream ends cleanly on a frame boundary.
+    sender.send_close(1000, "end")
+    expected.append(Close(1000, "end"))
+    assert pair.transfer(sender) == expected
+    assert pair.transfer(pair.peer(sender)) == [Close(1000, "")]
+    assert pair.client.state is pair.server.state is ConnectionState.CLOSED
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    messages=message_lists,
+    deflate=deflate_configs,
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=30),
+    client_to_server=st.booleans(),
+)
+def test_any_chunking_gives_the_same_events(
+    messages: list[tuple[bool, list[str] | list[bytes]]],
+    deflate: PerMessageDeflate | None,
+    cuts: list[int],
+    client_to_server: bool,
+) -> None:
+    pair = ProtocolPair(deflate=deflate)
+    sender = pair.client if client_to_server else pair.server
+    expected = send_messages(sender, messages[:3])
+    sender.send_ping(b"ping")
+    expected.append(Ping(b"ping"))
+    expected += send_messages(sender, messages[3:])
+    sender.send_close(1001)
+    expected.append(Close(1001, ""))
+    stream = sender.data_to_send()
+
+    receiver = pair.peer(sender)
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    events: list[Event] = []
+    written = b""
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        receiver.receive_data(stream[start:end])
+        events += receiver.events_received()
+        written += receiver.data_to_send()
+    assert events == expected
+
+    # The same bytes in one piece: same events, same bytes written back.
+    whole = WebSocketProtocol(receiver.role, deflate=deflate)
+    whole.receive_data(stream)
+    assert whole.events_received() == expected
+    masked = receiver.role is Role.CLIENT
+    replies = [(f.opcode, f.payload) for f in parse_frames(written, masked=masked)]
+    assert replies == [
+        (f.opcode, f.payload) for f in parse_frames(whole.data_to_send(), masked=masked)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=2000), chunk=st.integers(1, 64))
+def test_byte_at_a_time_equals_all_at_once(data: bytes, chunk: int) -> None:
+    """Arbitrary input: same events and the same error whatever the chunking."""
+    whole = server(max_message_size=4096)
+    whole_error = None
+    try:
+        whole.receive_data(data)
+    except RemoteProtocolError as exc:
+        whole_error = exc.close_code
+    pieces = server(max_message_size=4096)
+    pieces_error = None
+    events: list[Event] = []
+    try:
+        for i in range(0, len(data), chunk):
+            pieces.receive_data(data[i : i + chunk])
+            events += pieces.events_received()
+    except RemoteProtocolError as exc:
+        pieces_error = exc.close_code
+    events += pieces.events_received()
+    assert events == whole.events_received()
+    assert pieces_error == whole_error
+
+
+@st.composite
+def frame_like(draw: st.DrawFn, masked: bool) -> bytes:
+    """A frame with a random first byte and a plausible length: gets past the first checks."""
+    fin_rsv = draw(st.sampled_from([0x80, 0x00, 0xC0, 0x40, 0xA0]))
+    opcode = draw(st.sampled_from([0, 1, 2, 8, 9, 10, 3, 0xB]))
+    payload = draw(st.binary(max_size=140))
+    if opcode == 0x8 and len(payload) >= 2 and draw(st.booleans()):
+        code = draw(st.sampled_from([1000, 1001, 1005, 3000, 0, 4999]))
+        payload = code.to_bytes(2, "big") + payload[2:]
+    mask = draw(st.binary(min_size=4, max_size=4)) if masked else None
+    frame = raw_frame(opcode, payload, mask=mask)
+    return bytes([fin_rsv | opcode]) + frame[1:]
+
+
+def frame_streams(masked: bool) -> st.SearchStrategy[bytes]:
+    parts = st.one_of(st.binary(max_size=20), frame_like(masked))
+    return st.lists(parts, max_size=8).map(b"".join)
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_garbage_raises_only_remote_protocol_error(role: Role, data: st.DataObject) -> None:
+    stream = data.draw(st.one_of(st.binary(max_size=500), frame_streams(role is Role.SERVER)))
+    deflate = data.draw(st.sampled_from([None, PerMessageDeflate()]))
+    proto = WebSocketProtocol(role, deflate=deflate, max_message_size=1000)
+    try:
+        proto.receive_data(stream)
+    except RemoteProtocolError as exc:
+        assert proto.state is ConnectionState.CLOSED
+        assert 1000 <= exc.close_code <= 4999
+        with pytest.raises(RemoteProtocolError):
+            proto.receive_data(b"\x00")
+    else:
+        events = proto.events_received()
+        assert all(isinstance(e, TextMessage | BytesMessage | Ping | Pong | Close) for e in events)
+    proto.receive_eof()
+    assert proto.state is ConnectionState.CLOSED
+    # Whatever happened, what we write back is a well-formed frame stream.
+    sent_frames(proto)
+
+
+def test_errors_share_one_root() -> None:
+    assert issubclass(LocalProtocolError, WebSocketError)
+    assert issubclass(RemoteProtocolError, WebSocketError)
+    assert not issubclass(LocalProtocolError, RemoteProtocolError)

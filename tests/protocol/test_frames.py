@@ -1,0 +1,258 @@
+"""RFC 6455 §5 framing: the §5.7 vectors byte for byte, header checks, masking."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_ws.protocol import _frames
+from trio_ws.protocol._errors import CloseCode, RemoteProtocolError
+from trio_ws.protocol._frames import (
+    HAS_SPEEDUPS,
+    Frame,
+    FrameParser,
+    Opcode,
+    _apply_mask_python,
+    apply_mask,
+    encode_frame,
+)
+
+from .helpers import RFC_MASK, naive_mask, raw_frame
+
+# ---------------------------------------------------------------- RFC 6455 §5.7 examples
+
+HELLO_UNMASKED = bytes.fromhex("810548656c6c6f")
+HELLO_MASKED = bytes.fromhex("818537fa213d7f9f4d5158")
+HELLO_FRAGMENT_1 = bytes.fromhex("010348656c")
+HELLO_FRAGMENT_2 = bytes.fromhex("80026c6f")
+PING_UNMASKED = bytes.fromhex("890548656c6c6f")
+PONG_MASKED = bytes.fromhex("8a8537fa213d7f9f4d5158")
+BINARY_256_HEADER = bytes.fromhex("827e0100")
+BINARY_64K_HEADER = bytes.fromhex("827f0000000000010000")
+
+
+def parse_all(data: bytes, *, expect_masked: bool, max_frame_size: int = 1 << 30) -> list[Frame]:
+    parser = FrameParser(expect_masked=expect_masked, allow_rsv1=False, max_frame_size=max_frame_size)
+    parser.feed(data)
+    frames = []
+    while (frame := parser.next_frame()) is not None:
+        frames.append(frame)
+    assert parser.buffered == 0
+    return frames
+
+
+def only_frame(data: bytes, *, expect_masked: bool) -> Frame:
+    (frame,) = parse_all(data, expect_masked=expect_masked)
+    return frame
+
+
+def test_rfc_single_frame_unmasked_text() -> None:
+    assert encode_frame(Opcode.TEXT, b"Hello") == HELLO_UNMASKED
+    frame = only_frame(HELLO_UNMASKED, expect_masked=False)
+    assert (frame.opcode, frame.fin, frame.rsv1, frame.payload) == (Opcode.TEXT, True, False, b"Hello")
+
+
+def test_rfc_single_frame_masked_text() -> None:
+    assert raw_frame(Opcode.TEXT, b"Hello", mask=RFC_MASK) == HELLO_MASKED
+    frame = only_frame(HELLO_MASKED, expect_masked=True)
+    assert (frame.opcode, frame.fin, frame.payload) == (Opcode.TEXT, True, b"Hello")
+
+
+def test_rfc_fragmented_unmasked_text() -> None:
+    assert encode_frame(Opcode.TEXT, b"Hel", fin=False) == HELLO_FRAGMENT_1
+    assert encode_frame(Opcode.CONTINUATION, b"lo") == HELLO_FRAGMENT_2
+    first, second = parse_all(HELLO_FRAGMENT_1 + HELLO_FRAGMENT_2, expect_masked=False)
+    assert (first.opcode, first.fin, first.payload) == (Opcode.TEXT, False, b"Hel")
+    assert (second.opcode, second.fin, second.payload) == (Opcode.CONTINUATION, True, b"lo")
+
+
+def test_rfc_unmasked_ping_and_masked_pong() -> None:
+    assert encode_frame(Opcode.PING, b"Hello") == PING_UNMASKED
+    assert raw_frame(Opcode.PONG, b"Hello", mask=RFC_MASK) == PONG_MASKED
+    ping = only_frame(PING_UNMASKED, expect_masked=False)
+    assert (ping.opcode, ping.payload) == (Opcode.PING, b"Hello")
+    pong = only_frame(PONG_MASKED, expect_masked=True)
+    assert (pong.opcode, pong.payload) == (Opcode.PONG, b"Hello")
+
+
+def test_rfc_256_byte_binary_uses_16_bit_length() -> None:
+    payload = bytes(range(256))
+    encoded = encode_frame(Opcode.BINARY, payload)
+    assert encoded == BINARY_256_HEADER + payload
+    frame = only_frame(encoded, expect_masked=False)
+    assert (frame.opcode, frame.payload) == (Opcode.BINARY, payload)
+
+
+def test_rfc_64k_binary_uses_64_bit_length() -> None:
+    payload = os.urandom(65536)
+    encoded = encode_frame(Opcode.BINARY, payload)
+    assert encoded == BINARY_64K_HEADER + payload
+    frame = only_frame(encoded, expect_masked=False)
+    assert (frame.opcode, frame.payload) == (Opcode.BINARY, payload)
+
+
+@pytest.mark.parametrize(
+    ("length", "header"),
+    [
+        (0, "8200"),
+        (125, "827d"),
+        (126, "827e007e"),
+        (0xFFFF, "827effff"),
+        (0x10000, "827f0000000000010000"),
+    ],
+)
+def test_length_form_boundaries(length: int, header: str) -> None:
+    payload = b"x" * length
+    assert encode_frame(Opcode.BINARY, payload) == bytes.fromhex(header) + payload
+
+
+def test_encode_rsv1_and_fin_bits() -> None:
+    assert encode_frame(Opcode.TEXT, b"", fin=False, rsv1=True)[0] == 0x41
+    assert encode_frame(Opcode.CONTINUATION, b"", fin=True)[0] == 0x80
+
+
+@pytest.mark.parametrize("length", [0, 5, 125, 126, 300, 0x10000])
+def test_encode_masked_round_trips(length: int) -> None:
+    payload = os.urandom(length)
+    encoded = encode_frame(Opcode.BINARY, payload, mask=True)
+    assert encoded[1] & 0x80
+    frame = only_frame(encoded, expect_masked=True)
+    assert frame.payload == payload
+
+
+def test_encode_masked_uses_a_fresh_key_each_time() -> None:
+    keys = {encode_frame(Opcode.TEXT, b"Hello", mask=True)[2:6] for _ in range(8)}
+    assert len(keys) > 1
+
+
+def test_parser_waits_for_complete_frames() -> None:
+    data = HELLO_MASKED + raw_frame(Opcode.BINARY, b"y" * 300)
+    parser = FrameParser(expect_masked=True, allow_rsv1=False, max_frame_size=1000)
+    frames = []
+    for i in range(len(data)):
+        parser.feed(data[i : i + 1])
+        while (frame := parser.next_frame()) is not None:
+            frames.append((i, frame.payload))
+    assert frames == [(len(HELLO_MASKED) - 1, b"Hello"), (len(data) - 1, b"y" * 300)]
+    assert parser.buffered == 0
+
+
+# ---------------------------------------------------------------- header checks
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(raw_frame(Opcode.TEXT, b"a", rsv2=True), id="rsv2"),
+        pytest.param(raw_frame(Opcode.TEXT, b"a", rsv3=True), id="rsv3"),
+        pytest.param(raw_frame(Opcode.TEXT, b"a", rsv1=True), id="rsv1-without-extension"),
+        *(pytest.param(raw_frame(op, b""), id=f"opcode-{op:#x}") for op in (3, 4, 5, 6, 7)),
+        *(pytest.param(raw_frame(op, b""), id=f"opcode-{op:#x}") for op in range(0xB, 0x10)),
+        pytest.param(raw_frame(Opcode.TEXT, b"a", mask=None), id="unmasked"),
+        pytest.param(raw_frame(Opcode.PING, b"", fin=False), id="fragmented-control"),
+        pytest.param(raw_frame(Opcode.PING, b"p" * 126), id="control-126"),
+        pytest.param(raw_frame(Opcode.PONG, b"", length=0, length_form=127)[:2], id="control-127"),
+        pytest.param(raw_frame(Opcode.BINARY, length=1 << 63)[:10], id="64-bit-msb"),
+    ],
+)
+def test_parser_rejects_bad_headers_from_the_header_alone(data: bytes) -> None:
+    parser = FrameParser(expect_masked=True, allow_rsv1=False, max_frame_size=1 << 62)
+    parser.feed(data[:10])  # never more than a header: the checks need no payload
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        parser.next_frame()
+    assert exc_info.value.close_code == CloseCode.PROTOCOL_ERROR
+
+
+def test_parser_rejects_masked_frame_on_client_side() -> None:
+    parser = FrameParser(expect_masked=False, allow_rsv1=False, max_frame_size=100)
+    parser.feed(HELLO_MASKED)
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        parser.next_frame()
+    assert exc_info.value.close_code == CloseCode.PROTOCOL_ERROR
+
+
+def test_parser_rejects_rsv1_on_control_frame_even_with_extension() -> None:
+    parser = FrameParser(expect_masked=True, allow_rsv1=True, max_frame_size=100)
+    parser.feed(raw_frame(Opcode.PING, b"", rsv1=True))
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        parser.next_frame()
+    assert exc_info.value.close_code == CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("length", [101, 126, 70000])
+def test_parser_rejects_oversized_frame_before_its_payload(length: int) -> None:
+    parser = FrameParser(expect_masked=True, allow_rsv1=False, max_frame_size=100)
+    header = raw_frame(Opcode.BINARY, b"", length=length)[:-4]  # no key, no payload
+    parser.feed(header)
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        parser.next_frame()
+    assert exc_info.value.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_parser_size_limit_does_not_apply_to_control_frames() -> None:
+    parser = FrameParser(expect_masked=True, allow_rsv1=False, max_frame_size=0)
+    parser.feed(raw_frame(Opcode.PING, b"p" * 125))
+    frame = parser.next_frame()
+    assert frame is not None
+    assert frame.payload == b"p" * 125
+
+
+# ---------------------------------------------------------------- masking
+
+MASK_KEYS = st.binary(min_size=4, max_size=4)
+MASK_INPUTS = st.one_of(
+    st.binary(max_size=70),
+    st.integers(min_value=71, max_value=70000).map(os.urandom),
+)
+
+
+@pytest.mark.parametrize("length", range(71))
+def test_python_mask_every_short_length(length: int) -> None:
+    data = os.urandom(length)
+    key = os.urandom(4)
+    assert _apply_mask_python(data, key) == naive_mask(data, key)
+    if HAS_SPEEDUPS:
+        assert _frames._apply_mask_c(data, key) == naive_mask(data, key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=MASK_INPUTS, key=MASK_KEYS)
+def test_python_mask_matches_reference(data: bytes, key: bytes) -> None:
+    assert _apply_mask_python(data, key) == naive_mask(data, key)
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="the compiled speedup was not built")
+@settings(max_examples=200, deadline=None)
+@given(data=MASK_INPUTS, key=MASK_KEYS)
+def test_compiled_mask_matches_reference(data: bytes, key: bytes) -> None:
+    assert apply_mask is _frames._apply_mask_c
+    assert apply_mask(data, key) == naive_mask(data, key)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=70), key=MASK_KEYS, start=st.integers(0, 7))
+def test_mask_accepts_buffers(data: bytes, key: bytes, start: int) -> None:
+    """The parser hands a memoryview slice of its bytearray to the mask function."""
+    view = memoryview(bytearray(b"\0" * start + data))[start:]
+    assert _apply_mask_python(view, key) == naive_mask(data, key)
+    assert apply_mask(view, key) == naive_mask(data, key)
+
+
+def test_mask_is_an_involution() -> None:
+    data = os.urandom(1000)
+    assert apply_mask(apply_mask(data, RFC_MASK), RFC_MASK) == data
+    assert _apply_mask_python(_apply_mask_python(data, RFC_MASK), RFC_MASK) == data
+
+
+def test_rfc_mask_example() -> None:
+    assert _apply_mask_python(b"Hello", RFC_MASK) == bytes.fromhex("7f9f4d5158")
+    assert apply_mask(b"Hello", RFC_MASK) == bytes.fromhex("7f9f4d5158")
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="the compiled speedup was not built")
+def test_compiled_mask_rejects_bad_key() -> None:
+    with pytest.raises(ValueError, match="4 bytes"):
+        apply_mask(b"data", b"abc")

@@ -1,0 +1,882 @@
+"""The opening handshake (RFC 6455 §4) and the header parsers it relies on."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import wsproto
+import wsproto.events
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_ws.protocol._errors import LocalProtocolError, RemoteProtocolError
+from trio_ws.protocol._handshake import (
+    GUID,
+    ClientHandshake,
+    InvalidStatus,
+    Request,
+    ServerHandshake,
+    accept_key,
+    build_response,
+)
+from trio_ws.protocol._headers import (
+    ExtensionOffer,
+    parse_extensions,
+    parse_token_list,
+    serialize_extension,
+)
+
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+# The header set Chrome 120 sends when a page opens ``new WebSocket(url, ["chat",
+# "superchat"])``, in Chrome's order.
+CHROME_HEADERS = [
+    ("Host", "localhost:8000"),
+    ("Connection", "Upgrade"),
+    ("Pragma", "no-cache"),
+    ("Cache-Control", "no-cache"),
+    (
+        "User-Agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36",
+    ),
+    ("Upgrade", "websocket"),
+    ("Origin", "http://localhost:8000"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Cookie", "session=abc123; theme=dark"),
+    ("Sec-WebSocket-Key", RFC_KEY),
+    ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+    ("Sec-WebSocket-Protocol", "chat, superchat"),
+]
+
+
+def make_request(
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    request_line: str = "GET /chat?room=1 HTTP/1.1",
+    drop: tuple[str, ...] = (),
+    extra: list[tuple[str, str]] | None = None,
+) -> bytes:
+    """A request head: Chrome's headers by default, minus ``drop``, plus ``extra``."""
+    fields = CHROME_HEADERS if headers is None else headers
+    fields = [(n, v) for n, v in fields if n.lower() not in {d.lower() for d in drop}]
+    fields += extra or []
+    lines = [request_line, *(f"{n}: {v}" for n, v in fields), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def receive(data: bytes, **kwargs: int) -> Request:
+    server = ServerHandshake(**kwargs)
+    request = server.receive_data(data)
+    assert request is not None
+    return request
+
+
+def expect_status(data: bytes, status: int, **kwargs: int) -> RemoteProtocolError:
+    server = ServerHandshake(**kwargs)
+    with pytest.raises(RemoteProtocolError) as info:
+        server.receive_data(data)
+    assert info.value.http_status == status, info.value
+    # Sticky: the same error again, even for more (valid-looking) bytes.
+    with pytest.raises(RemoteProtocolError) as again:
+        server.receive_data(b"\r\n\r\n")
+    assert again.value is info.value
+    return info.value
+
+
+def split_head(data: bytes) -> list[tuple[str, str]]:
+    """The header fields of a response head, for exact comparison."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [(n, v) for n, _, v in (line.partition(": ") for line in lines)]
+
+
+# -------------------------------------------------------------------------------------
+# Accept key and header parsers
+
+
+def test_accept_key_rfc_example() -> None:
+    # RFC 6455 §1.3.
+    assert GUID == "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    assert accept_key(RFC_KEY) == RFC_ACCEPT
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", []),
+        ("permessage-deflate", [ExtensionOffer("permessage-deflate")]),
+        (
+            "permessage-deflate; client_max_window_bits",
+            [ExtensionOffer("permessage-deflate", (("client_max_window_bits", None),))],
+        ),
+        (
+            'permessage-deflate;client_max_window_bits="10" ; server_no_context_takeover, '
+            "permessage-deflate",
+            [
+                ExtensionOffer(
+                    "permessage-deflate",
+                    (("client_max_window_bits", "10"), ("server_no_context_takeover", None)),
+                ),
+                ExtensionOffer("permessage-deflate"),
+            ],
+        ),
+        ("a; b = c , , d", [ExtensionOffer("a", (("b", "c"),)), ExtensionOffer("d")]),
+        ('x; y="\\z"', [ExtensionOffer("x", (("y", "z"),))]),
+        ("x; y=1; y=2", [ExtensionOffer("x", (("y", "1"), ("y", "2")))]),
+    ],
+)
+def test_parse_extensions(value: str, expected: list[ExtensionOffer]) -> None:
+    assert parse_extensions(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ";",
+        "a;",
+        "a; =1",
+        "a; b=",
+        "a b",
+        'a; b="unterminated',
+        'a; b="two words"',
+        'a; b=""',
+        'a; b="x\\',
+        "a; b=c=d",
+        "a; b=@",
+        "é",
+    ],
+)
+def test_parse_extensions_rejects(value: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_extensions(value)
+    assert info.value.http_status == 400
+
+
+def test_serialize_extension() -> None:
+    offer = ExtensionOffer(
+        "permessage-deflate",
+        (("client_max_window_bits", "10"), ("server_no_context_takeover", None)),
+    )
+    text = "permessage-deflate; client_max_window_bits=10; server_no_context_takeover"
+    assert serialize_extension(offer) == text
+    assert serialize_extension(ExtensionOffer("x")) == "x"
+    for bad in (ExtensionOffer("a b"), ExtensionOffer("a", (("b c", None),))):
+        with pytest.raises(LocalProtocolError):
+            serialize_extension(bad)
+    with pytest.raises(LocalProtocolError):
+        serialize_extension(ExtensionOffer("a", (("b", "two words"),)))
+
+
+_tokens = st.text(
+    alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    min_size=1,
+    max_size=8,
+)
+_offers = st.builds(
+    ExtensionOffer,
+    _tokens,
+    st.lists(st.tuples(_tokens, st.none() | _tokens), max_size=4).map(tuple),
+)
+
+
+@given(st.lists(_offers, max_size=4))
+def test_extensions_round_trip(offers: list[ExtensionOffer]) -> None:
+    assert parse_extensions(", ".join(serialize_extension(o) for o in offers)) == offers
+
+
+@given(st.text(max_size=40))
+def test_parse_extensions_garbage(value: str) -> None:
+    error = None
+    try:
+        parse_extensions(value)
+    except RemoteProtocolError as exc:
+        error = exc
+    assert error is None or error.http_status == 400
+
+
+def test_parse_token_list() -> None:
+    assert parse_token_list(" keep-alive,\tUpgrade ,, ") == ["keep-alive", "Upgrade"]
+    assert parse_token_list("") == []
+
+
+# -------------------------------------------------------------------------------------
+# Server: valid requests
+
+
+def test_chrome_request_accepted_byte_exact() -> None:
+    server = ServerHandshake()
+    request = server.receive_data(make_request())
+    assert request is not None
+    assert request.is_websocket
+    assert (request.method, request.target, request.path, request.query) == (
+        "GET",
+        "/chat?room=1",
+        "/chat",
+        "room=1",
+    )
+    assert request.http_version == "1.1"
+    assert request.headers == tuple(CHROME_HEADERS)
+    assert request.host == "localhost:8000"
+    assert request.origin == "http://localhost:8000"
+    assert request.key == RFC_KEY
+    assert request.subprotocols == ("chat", "superchat")
+    assert request.extensions == (
+        ExtensionOffer("permessage-deflate", (("client_max_window_bits", None),)),
+    )
+    assert request.cookies == {"session": "abc123", "theme": "dark"}
+    assert request.get("sec-websocket-version") == "13"
+    assert request.get("X-Missing") is None
+    assert request.get("X-Missing", "d") == "d"
+
+    response = server.accept(
+        subprotocol="chat",
+        extensions=["permessage-deflate; client_max_window_bits=15"],
+        headers=[("Server", "trio_ws")],
+    )
+    assert response.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert response.endswith(b"\r\n\r\n")
+    assert split_head(response) == [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", RFC_ACCEPT),
+        ("Sec-WebSocket-Protocol", "chat"),
+        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits=15"),
+        ("Server", "trio_ws"),
+    ]
+    assert response == (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: chat\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n"
+        b"Server: trio_ws\r\n"
+        b"\r\n"
+    )
+    with pytest.raises(LocalProtocolError):
+        server.accept()
+    with pytest.raises(LocalProtocolError):
+        server.reject(400)
+
+
+def test_minimal_accept() -> None:
+    server = ServerHandshake()
+    assert server.receive_data(make_request(drop=("Sec-WebSocket-Protocol",))) is not None
+    assert server.accept() == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+    )
+
+
+def test_request_field_variants() -> None:
+    request = receive(
+        make_request(
+            request_line="GET / HTTP/1.1",
+            drop=("Connection", "Upgrade", "Sec-WebSocket-Protocol", "Cookie"),
+            extra=[
+                ("connection", "keep-alive, Upgrade"),
+                ("UPGRADE", "WebSocket"),
+                ("Sec-WebSocket-Protocol", "a"),
+                ("sec-websocket-protocol", "b, c"),
+                ("Sec-WebSocket-Extensions", 'x-foo; bar="1"'),
+                ("Cookie", 'a=1; b="quoted"; junk; =nameless; a=2'),
+                ("Cookie", "c=3"),
+            ],
+        )
+    )
+    assert request.is_websocket
+    assert (request.path, request.query) == ("/", "")
+    assert request.subprotocols == ("a", "b", "c")
+    assert request.get("Sec-WebSocket-Protocol") == "a, b, c"
+    assert request.get_all("sec-websocket-protocol") == ["a", "b, c"]
+    assert [e.name for e in request.extensions] == ["permessage-deflate", "x-foo"]
+    assert request.extensions[1].params == (("bar", "1"),)
+    assert request.cookies == {"a": "1", "b": "quoted", "c": "3"}
+
+
+def test_bare_lf_line_endings() -> None:
+    data = make_request().replace(b"\r\n", b"\n")
+    request = receive(data)
+    assert request.is_websocket
+    assert request.headers == tuple(CHROME_HEADERS)
+
+
+def test_plain_get_is_not_websocket() -> None:
+    server = ServerHandshake()
+    request = server.receive_data(
+        b"GET /healthz HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
+    )
+    assert request is not None
+    assert not request.is_websocket
+    assert (request.method, request.path) == ("GET", "/healthz")
+    assert request.extensions == ()
+    assert request.cookies == {}
+    with pytest.raises(LocalProtocolError):
+        server.accept()
+    response = server.reject(404, body="not found")
+    assert response == (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 9\r\nConnection: close\r\n\r\nnot found"
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",  # HTTP/1.0 needs no Host
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        # Not an upgrade, so nonsense in a WebSocket header does not matter.
+        b"GET / HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Extensions: ;;\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_plain_requests(data: bytes) -> None:
+    request = receive(data)
+    assert not request.is_websocket
+    assert request.extensions == ()
+
+
+def test_trailing_data() -> None:
+    server = ServerHandshake()
+    assert server.trailing_data == b""
+    request = server.receive_data(make_request() + b"\x81\x05hel")
+    assert request is not None
+    assert server.trailing_data == b"\x81\x05hel"
+    assert server.receive_data(b"lo") is None
+    assert server.trailing_data == b"\x81\x05hello"
+    assert server.request is request
+
+
+# -------------------------------------------------------------------------------------
+# Server: errors
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (make_request(request_line="POST /chat HTTP/1.1"), "method not GET"),
+        (make_request(request_line="GET /chat HTTP/1.0"), "HTTP/1.0 upgrade"),
+        (make_request(drop=("Host",)), "missing Host"),
+        (make_request(extra=[("Host", "other")]), "two Hosts"),
+        (make_request(drop=("Connection",)), "missing Connection"),
+        (
+            make_request(drop=("Connection",), extra=[("Connection", "keep-alive")]),
+            "Connection without upgrade",
+        ),
+        (make_request(drop=("Sec-WebSocket-Key",)), "missing key"),
+        (make_request(extra=[("Sec-WebSocket-Key", RFC_KEY)]), "two keys"),
+        (
+            make_request(drop=("Sec-WebSocket-Key",), extra=[("Sec-WebSocket-Key", "a*b")]),
+            "key not base64",
+        ),
+        (
+            make_request(
+                drop=("Sec-WebSocket-Key",),
+                extra=[("Sec-WebSocket-Key", base64.b64encode(b"x" * 15).decode())],
+            ),
+            "key of 15 bytes",
+        ),
+        (
+            make_request(drop=("Sec-WebSocket-Key",), extra=[("Sec-WebSocket-Key", "\xe9")]),
+            "key not ASCII",
+        ),
+        (make_request(drop=("Sec-WebSocket-Version",)), "missing version"),
+        (
+            make_request(
+                drop=("Sec-WebSocket-Extensions",),
+                extra=[("Sec-WebSocket-Extensions", "permessage-deflate; =")],
+            ),
+            "bad extensions",
+        ),
+        (
+            make_request(
+                drop=("Sec-WebSocket-Extensions",),
+                extra=[("Sec-WebSocket-Extensions", 'x; y="not a token"')],
+            ),
+            "quoted extension value not a token",
+        ),
+        # Malformed HTTP, upgrade or not.
+        (b"GET /\r\nHost: x\r\n\r\n", "request line with two parts"),
+        (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", "double space"),
+        (b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", "method not a token"),
+        (b"GET / HTTP/1.x\r\nHost: x\r\n\r\n", "bad version syntax"),
+        (b"GET / HTTP/11\r\nHost: x\r\n\r\n", "bad version syntax 2"),
+        (b"GET / http/1.1\r\nHost: x\r\n\r\n", "lowercase HTTP"),
+        (b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", "control char in target"),
+        (b"GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", "non-ASCII target"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", "obs-fold"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", "no colon"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n", "space before colon"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-\xe9: 1\r\n\r\n", "non-ASCII name"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX\x01: 1\r\n\r\n", "control char in name"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n: 1\r\n\r\n", "empty name"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", "NUL in value"),
+        (b"GET / HTTP/1.1\r\nHost: x\rX-A: 1\r\n\r\n", "bare CR"),
+        (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host"),
+        (b"\r\n\r\n", "empty request line"),
+    ],
+)
+def test_bad_request_400(data: bytes, why: str) -> None:
+    error = expect_status(data, 400)
+    assert error.close_code == 1002
+
+
+def test_unsupported_major_version_505() -> None:
+    expect_status(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
+
+
+@pytest.mark.parametrize("version", ["8", "12", "13, 8", "14"])
+def test_wrong_version_426(version: str) -> None:
+    data = make_request(drop=("Sec-WebSocket-Version",), extra=[("Sec-WebSocket-Version", version)])
+    server = ServerHandshake()
+    with pytest.raises(RemoteProtocolError) as info:
+        server.receive_data(data)
+    assert info.value.http_status == 426
+    response = server.reject(426, body="use version 13")
+    assert response.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert ("Sec-WebSocket-Version", "13") in split_head(response)
+    assert ("Connection", "close") in split_head(response)
+    assert response.endswith(b"\r\n\r\nuse version 13")
+
+
+def test_oversize_head_431() -> None:
+    big = make_request(extra=[("X-Big", "a" * 9000)])
+    expect_status(big, 431)
+
+
+def test_oversize_head_431_in_small_chunks() -> None:
+    server = ServerHandshake(max_head_size=1024)
+    data = b"GET / HTTP/1.1\r\nX-Filler: " + b"a" * 2000
+    for fed in range(1024):
+        assert server.receive_data(data[fed : fed + 1]) is None
+    # Raised as soon as the buffer goes over the limit, not later.
+    with pytest.raises(RemoteProtocolError) as info:
+        server.receive_data(data[1024:1025])
+    assert info.value.http_status == 431
+    with pytest.raises(RemoteProtocolError):
+        server.receive_data(b"\r\n\r\n")
+
+
+def test_head_size_limit_is_inclusive() -> None:
+    data = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert receive(data, max_head_size=len(data)).host == "x"
+    expect_status(data, 431, max_head_size=len(data) - 1)
+    # The head is complete within the limit even if the chunk brings more bytes.
+    server = ServerHandshake(max_head_size=len(data))
+    assert server.receive_data(data + b"x" * 100) is not None
+    assert server.trailing_data == b"x" * 100
+
+
+def test_too_many_headers_431() -> None:
+    fields = [("Host", "x")] + [(f"X-{i}", "v") for i in range(10)]
+    data = make_request(fields, request_line="GET / HTTP/1.1")
+    assert receive(data, max_headers=11).host == "x"
+    expect_status(data, 431, max_headers=10)
+
+
+def test_reject_before_request_and_after_error() -> None:
+    server = ServerHandshake()
+    assert server.reject(503, body=b"full") == (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 4\r\nConnection: close\r\n\r\nfull"
+    )
+    server = ServerHandshake()
+    with pytest.raises(RemoteProtocolError):
+        server.receive_data(b"nonsense\r\n\r\n")
+    assert server.reject(400).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    with pytest.raises(LocalProtocolError):
+        server.accept()
+
+
+def test_accept_errors() -> None:
+    server = ServerHandshake()
+    with pytest.raises(LocalProtocolError):
+        server.accept()  # nothing received yet
+    server.receive_data(make_request())
+    with pytest.raises(LocalProtocolError):
+        server.accept(subprotocol="mqtt")
+    with pytest.raises(LocalProtocolError):
+        server.accept(headers=[("X-Bad", "a\r\nInjected: 1")])
+    assert server.accept(subprotocol="superchat")  # still possible after a refused call
+
+
+# -------------------------------------------------------------------------------------
+# Server: properties
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_chunking_invariance(data: st.DataObject) -> None:
+    raw = make_request() + b"\x81\x00"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=12)))
+    server = ServerHandshake()
+    results = []
+    for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
+        results.append(server.receive_data(raw[start:end]))
+    requests = [r for r in results if r is not None]
+    assert requests == [receive(raw)]
+    assert server.trailing_data == b"\x81\x00"
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_chunking_invariance_of_errors(data: st.DataObject) -> None:
+    raw = data.draw(
+        st.sampled_from(
+            [
+                make_request(request_line="POST / HTTP/1.1"),
+                make_request(extra=[("X-Big", "a" * 600)]),
+                b"GET / HTTP/1.1\r\nX\x01: 1\r\n\r\n",
+            ]
+        )
+    )
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=12)))
+
+    def outcome(chunks: list[bytes]) -> int | None:
+        server = ServerHandshake(max_head_size=1024)
+        try:
+            for chunk in chunks:
+                server.receive_data(chunk)
+        except RemoteProtocolError as exc:
+            return exc.http_status
+        return None
+
+    chunks = [raw[s:e] for s, e in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    assert outcome(chunks) == outcome([raw]) is not None
+
+
+_prefixes = st.sampled_from([b"", b"GET / HTTP/1.1\r\n", make_request()[:200]])
+
+
+@settings(max_examples=300)
+@given(_prefixes, st.lists(st.binary(max_size=64), max_size=8))
+def test_server_garbage_only_raises_remote_error(prefix: bytes, chunks: list[bytes]) -> None:
+    server = ServerHandshake(max_head_size=256)
+    error = None
+    try:
+        server.receive_data(prefix)
+        for chunk in chunks:
+            server.receive_data(chunk)
+    except RemoteProtocolError as exc:
+        error = exc
+    assert error is None or error.http_status in (400, 426, 431, 505)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_client_garbage_only_raises_remote_error(chunks: list[bytes]) -> None:
+    client = ClientHandshake("x")
+    error = None
+    try:
+        client.receive_data(b"HTTP/1.1 101 Switching Protocols\r\n")
+        for chunk in chunks:
+            client.receive_data(chunk)
+    except RemoteProtocolError as exc:
+        error = exc
+    assert error is None or error.http_status is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,10}", fullmatch=True),
+            st.from_regex(r"[\x21-\x7e]([\x20-\x7e]{0,20}[\x21-\x7e])?", fullmatch=True),
+        ),
+        max_size=6,
+    )
+)
+def test_plain_request_headers_preserved(fields: list[tuple[str, str]]) -> None:
+    fields = [(n, v) for n, v in fields if n.lower() not in ("host", "upgrade")]
+    data = make_request([("Host", "h"), *fields], request_line="GET /a?b HTTP/1.1")
+    request = receive(data)
+    assert request.headers == (("Host", "h"), *fields)
+
+
+# -------------------------------------------------------------------------------------
+# build_response
+
+
+def test_build_response() -> None:
+    assert build_response(200, body="ok", keep_alive=True) == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert build_response(204) == b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+    assert build_response(304, headers=[("ETag", '"1"')], content_type=None, keep_alive=True) == (
+        b'HTTP/1.1 304 Not Modified\r\nETag: "1"\r\n\r\n'
+    )
+    html = build_response(
+        200, body=b"<p>", content_type="text/html", headers=[("Cache-Control", "no-cache")]
+    )
+    assert split_head(html) == [
+        ("Cache-Control", "no-cache"),
+        ("Content-Type", "text/html"),
+        ("Content-Length", "3"),
+        ("Connection", "close"),
+    ]
+    # Caller-provided framing headers win (a HEAD answer declares the GET length).
+    head = build_response(200, headers=[("Content-Length", "99")], content_type=None)
+    assert split_head(head) == [("Content-Length", "99"), ("Connection", "close")]
+    assert build_response(599).startswith(b"HTTP/1.1 599\r\n")
+    for status in (101, 204, 301, 304, 400, 403, 404, 405, 408, 426, 429, 431, 500, 503):
+        assert b"\r\n" in build_response(status, content_type=None)
+    assert build_response(429).startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+    assert build_response(431).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    with pytest.raises(LocalProtocolError):
+        build_response(204, body="x")
+    with pytest.raises(LocalProtocolError):
+        build_response(42)
+    with pytest.raises(LocalProtocolError):
+        build_response(200, headers=[("X", "a\nb")])
+
+
+# -------------------------------------------------------------------------------------
+# Client
+
+
+def server_answer(client: ClientHandshake, **accept_kwargs: object) -> bytes:
+    server = ServerHandshake()
+    request = server.receive_data(client.data_to_send())
+    assert request is not None
+    return server.accept(**accept_kwargs)  # type: ignore[arg-type]
+
+
+def test_client_request_bytes() -> None:
+    client = ClientHandshake(
+        "example.com:8080",
+        "/chat?x=1",
+        subprotocols=["chat", "superchat"],
+        extensions=["permessage-deflate; client_max_window_bits"],
+        origin="http://example.com",
+        headers=[("Cookie", "a=b")],
+    )
+    assert len(base64.b64decode(client.key)) == 16
+    assert ClientHandshake("x").key != client.key
+    data = client.data_to_send()
+    assert data.startswith(b"GET /chat?x=1 HTTP/1.1\r\n")
+    assert split_head(data) == [
+        ("Host", "example.com:8080"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", client.key),
+        ("Sec-WebSocket-Version", "13"),
+        ("Origin", "http://example.com"),
+        ("Sec-WebSocket-Protocol", "chat, superchat"),
+        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+        ("Cookie", "a=b"),
+    ]
+    assert client.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"target": "/a b"},
+        {"subprotocols": ["a b"]},
+        {"extensions": ["x;"]},
+        {"headers": [("X", "a\r\nb")]},
+        {"origin": "http://x\r\n"},
+    ],
+)
+def test_client_bad_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(LocalProtocolError):
+        ClientHandshake("x", **kwargs)  # type: ignore[arg-type]
+
+
+def test_round_trip() -> None:
+    client = ClientHandshake(
+        "localhost",
+        "/ws",
+        subprotocols=["chat", "superchat"],
+        extensions=["permessage-deflate; client_max_window_bits"],
+    )
+    server = ServerHandshake()
+    request = server.receive_data(client.data_to_send())
+    assert request is not None
+    assert request.is_websocket
+    assert request.path == "/ws"
+    assert request.subprotocols == ("chat", "superchat")
+    answer = server.accept(
+        subprotocol="superchat", extensions=["permessage-deflate; server_max_window_bits=12"]
+    )
+    answer += b"\x81\x02hi"
+    # Byte by byte, to exercise the incremental reader on this side too.
+    results = [client.receive_data(answer[i : i + 1]) for i in range(len(answer))]
+    response = next(r for r in results if r is not None)
+    assert sum(r is not None for r in results) == 1
+    assert response.status == 101
+    assert response.subprotocol == "superchat"
+    assert response.extensions == (
+        ExtensionOffer("permessage-deflate", (("server_max_window_bits", "12"),)),
+    )
+    assert client.response is response
+    assert client.trailing_data == b"\x81\x02hi"
+
+
+def test_client_against_wsproto_server() -> None:
+    client = ClientHandshake("localhost", "/chat", subprotocols=["chat", "superchat"])
+    peer = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    peer.receive_data(client.data_to_send())
+    (event,) = peer.events()
+    assert isinstance(event, wsproto.events.Request)
+    assert event.target == "/chat"
+    assert event.subprotocols == ["chat", "superchat"]
+    answer = peer.send(wsproto.events.AcceptConnection(subprotocol="chat", extensions=[]))
+    response = client.receive_data(answer)
+    assert response is not None
+    assert response.subprotocol == "chat"
+    assert response.extensions == ()
+
+
+def test_wsproto_client_against_our_server() -> None:
+    peer = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    data = peer.send(
+        wsproto.events.Request(host="localhost:9000", target="/ws?a=1", subprotocols=["chat"])
+    )
+    server = ServerHandshake()
+    request = server.receive_data(data)
+    assert request is not None
+    assert request.is_websocket
+    assert (request.path, request.query, request.host) == ("/ws", "a=1", "localhost:9000")
+    assert request.subprotocols == ("chat",)
+    peer.receive_data(server.accept(subprotocol="chat"))
+    (event,) = peer.events()
+    assert isinstance(event, wsproto.events.AcceptConnection)
+    assert event.subprotocol == "chat"
+
+
+def accepted_101(client: ClientHandshake, *fields: tuple[str, str]) -> bytes:
+    lines = ["HTTP/1.1 101 Switching Protocols", *(f"{n}: {v}" for n, v in fields), "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def good_fields(client: ClientHandshake) -> list[tuple[str, str]]:
+    return [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(client.key)),
+    ]
+
+
+def test_client_accepts_case_insensitive_tokens() -> None:
+    client = ClientHandshake("x", subprotocols=["chat"])
+    response = client.receive_data(
+        accepted_101(
+            client,
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, upgrade"),
+            ("sec-websocket-accept", accept_key(client.key)),
+            ("Sec-WebSocket-Protocol", "chat"),
+        )
+    )
+    assert response is not None
+    assert response.subprotocol == "chat"
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda f, k: [x for x in f if x[0] != "Upgrade"], id="no-upgrade"),
+        pytest.param(lambda f, k: [("Upgrade", "h2c"), *f[1:]], id="upgrade-not-websocket"),
+        pytest.param(lambda f, k: [x for x in f if x[0] != "Connection"], id="no-connection"),
+        pytest.param(
+            lambda f, k: [*f[:2], ("Sec-WebSocket-Accept", RFC_ACCEPT)], id="wrong-accept"
+        ),
+        pytest.param(lambda f, k: f[:2], id="no-accept"),
+        pytest.param(lambda f, k: [*f, ("Sec-WebSocket-Accept", accept_key(k))], id="two-accepts"),
+        pytest.param(
+            lambda f, k: [*f, ("Sec-WebSocket-Protocol", "mqtt")], id="unoffered-subprotocol"
+        ),
+        pytest.param(
+            lambda f, k: [*f, ("Sec-WebSocket-Protocol", "chat, superchat")],
+            id="two-subprotocols",
+        ),
+        pytest.param(
+            lambda f, k: [*f, ("Sec-WebSocket-Extensions", "x-webkit-deflate-frame")],
+            id="unoffered-extension",
+        ),
+        pytest.param(
+            lambda f, k: [*f, ("Sec-WebSocket-Extensions", "permessage-deflate; =")],
+            id="bad-extension-syntax",
+        ),
+    ],
+)
+def test_client_rejects_bad_101(mutate: object) -> None:
+    client = ClientHandshake(
+        "x",
+        subprotocols=["chat", "superchat"],
+        extensions=["permessage-deflate; client_max_window_bits"],
+    )
+    fields = mutate(good_fields(client), client.key)  # type: ignore[operator]
+    with pytest.raises(RemoteProtocolError) as info:
+        client.receive_data(accepted_101(client, *fields))
+    assert not isinstance(info.value, InvalidStatus)
+    assert info.value.close_code == 1002
+    assert info.value.http_status is None
+    with pytest.raises(RemoteProtocolError) as again:
+        client.receive_data(b"")
+    assert again.value is info.value
+
+
+def test_client_invalid_status() -> None:
+    client = ClientHandshake("x")
+    server = ServerHandshake()
+    server.receive_data(client.data_to_send())
+    answer = server.reject(403, body="forbidden origin")
+    with pytest.raises(InvalidStatus) as info:
+        client.receive_data(answer)
+    assert isinstance(info.value, RemoteProtocolError)
+    assert info.value.response.status == 403
+    assert ("Content-Length", "16") in info.value.response.headers
+    assert info.value.body == b"forbidden origin"
+    assert info.value.response.subprotocol is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 101\r\n\r\n",  # no reason phrase, and no upgrade headers
+        b"HTTP/1.1 1O1 Switching Protocols\r\n\r\n",
+        b"HTTP/2 101 Switching Protocols\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nX\x01: 1\r\n\r\n",
+    ],
+)
+def test_client_malformed_response(data: bytes) -> None:
+    client = ClientHandshake("x")
+    with pytest.raises(RemoteProtocolError) as info:
+        client.receive_data(data)
+    assert not isinstance(info.value, InvalidStatus)
+    assert info.value.http_status is None
+
+
+def test_client_oversize_response() -> None:
+    client = ClientHandshake("x", max_head_size=100)
+    head = b"HTTP/1.1 101 x\r\n" + b"X-A: aaaaaaaaaa\r\n" * 10
+    for i in range(100):
+        assert client.receive_data(head[i : i + 1]) is None
+    with pytest.raises(RemoteProtocolError) as info:
+        client.receive_data(head[100:])
+    assert info.value.http_status is None
+    assert "100 bytes" in info.value.reason
+
+
+def test_constructor_limits() -> None:
+    with pytest.raises(ValueError, match="max_head_size"):
+        ServerHandshake(max_head_size=0)
+    with pytest.raises(ValueError, match="max_headers"):
+        ServerHandshake(max_headers=-1)
+
+
+def test_request_built_directly() -> None:
+    fields = (("Host", "x"), ("Sec-WebSocket-Extensions", "a; b=1"))
+    request = Request("GET", "/", "/", "", "1.1", fields, is_websocket=True)
+    assert request.extensions == (ExtensionOffer("a", (("b", "1"),)),)
+    assert request == Request("GET", "/", "/", "", "1.1", fields, is_websocket=True)
+    with pytest.raises(RemoteProtocolError):
+        Request("GET", "/", "/", "", "1.1", (("Sec-WebSocket-Extensions", ";"),), True)

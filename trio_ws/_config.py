@@ -1,0 +1,77 @@
+"""Limits and timeouts of a server, frozen and validated in one place (DESIGN.md's table)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _positive_or_none(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive or None, not {value!r}")
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _networks(values: Sequence[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in values)
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Everything a server enforces, with the defaults of DESIGN.md."""
+
+    max_head_size: int = attrs.field(default=8192, validator=_positive)
+    """Largest HTTP request head in bytes; over it the answer is 431."""
+    handshake_timeout: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    """Seconds for the whole request head to arrive; then the connection is dropped."""
+    login_timeout: float | None = attrs.field(default=30.0, validator=_positive_or_none)
+    """Seconds from the handshake to a successful login; then close 1008."""
+    max_message_size: int | None = attrs.field(default=1 << 20, validator=_positive_or_none)
+    """Largest message after reassembly and inflation, in bytes; over it close 1009."""
+    ping_interval: float | None = attrs.field(default=20.0, validator=_positive_or_none)
+    """Seconds of silence from a client after which the server pings it."""
+    ping_timeout: float | None = attrs.field(default=20.0, validator=_positive_or_none)
+    """Seconds a pinged client has to show life (any frame); then close 1011."""
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    """Open WebSocket connections beyond which a new handshake gets 503."""
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Origins accepted besides the server's own host (``"*"`` accepts any)."""
+    ip_allow: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
+    """When not empty, only peers in these networks are served."""
+    ip_deny: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
+    """Peers in these networks are refused before the handshake."""
+    compression: bool = True
+    """Accept permessage-deflate when a client offers it."""
+    server_no_context_takeover: bool = True
+    """Reset our compressor per message, so that one compressed frame can go to many."""
+    write_buffer_size: int = attrs.field(default=1 << 20, validator=_positive)
+    """Bytes queued for a client beyond which a sender waits (up to ``send_timeout``)."""
+    send_timeout: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    """Seconds a sender waits for a slow client's buffer to drain; then the client is closed."""
+    close_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """Seconds to wait for the peer's Close reply, and the grace period of a shutdown."""
+    max_subscriber_buffer: int = attrs.field(default=1000, validator=_positive)
+    """Messages a broadcast subscriber may have waiting before its queue's policy applies."""
+
+    def ip_allowed(self, host: str) -> bool:
+        """Whether a peer address passes the allow and deny lists."""
+        if not self.ip_allow and not self.ip_deny:
+            return True
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return not self.ip_allow
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        if any(addr in net for net in self.ip_deny):
+            return False
+        return not self.ip_allow or any(addr in net for net in self.ip_allow)

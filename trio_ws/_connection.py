@@ -1,0 +1,377 @@
+"""One open WebSocket on a transport: the reader, the single writer, the close handshake.
+
+Theory of operation
+-------------------
+A :class:`WebSocketConnection` adds I/O to a sans-IO :class:`WebSocketProtocol`. There is no
+background task: the task that calls :meth:`~WebSocketConnection.receive` is the reader. It
+feeds bytes to the protocol, flushes what the protocol owes the peer (pongs, the close
+reply) *before* returning messages to anyone who might block (STYLE.md rule 4), and records
+the time of the last frame for keepalive.
+
+Every write, from any task, goes through :meth:`_write`: when nothing is pending it is one
+non-blocking ``send()``; whatever does not fit is queued and the writer that queued it waits
+for writability and drains the queue, while other writers append behind it — so frames
+never interleave. Writers that find more than ``write_buffer_size`` bytes pending wait for
+the drain, at most ``send_timeout`` seconds; then the connection is closed (the slow peer
+pays, the sender does not hang).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from ._transport import Transport, TransportClosed
+from .protocol._connection import ConnectionState, WebSocketProtocol
+from .protocol._errors import CloseCode, RemoteProtocolError, WebSocketError
+from .protocol._events import BytesMessage, Close, Pong, TextMessage
+from .protocol._handshake import Request
+
+log = logging.getLogger("trio_ws.connection")
+_ids = itertools.count(1)
+
+Message = str | bytes
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed; ``code`` and ``reason`` say how (1006: no close frame)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """JSON-encode an application message compactly."""
+    return json.dumps(message, separators=(",", ":"))
+
+
+class WebSocketConnection:
+    """An open WebSocket connection (server or client side).
+
+    Attributes:
+        id: a process-unique number, used in log lines.
+        request: the handshake request (server side), else ``None``.
+        subprotocol: the negotiated subprotocol, or ``None``.
+        remote: ``"host:port"`` of the peer when known.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        protocol: WebSocketProtocol,
+        *,
+        request: Request | None = None,
+        subprotocol: str | None = None,
+        remote: str | None = None,
+        write_buffer_size: int = 1 << 20,
+        send_timeout: float | None = 10.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.id = next(_ids)
+        self.transport = transport
+        self.protocol = protocol
+        self.request = request
+        self.subprotocol = subprotocol
+        self.remote = remote
+        self.write_buffer_size = write_buffer_size
+        self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
+        self.last_received = trio.current_time()
+        self.ping_sent_at: float | None = None
+        self.messages_in = 0
+        self.messages_out = 0
+        self._pending: list[bytes] = []  # bytes the kernel did not take yet, in order
+        self._pending_size = 0
+        self._draining = False
+        self._drained: trio.Event | None = None
+        self._closed: ConnectionClosed | None = None
+        self._pong_waiters: dict[bytes, trio.Event] = {}
+        self._inbox: deque[Message] = deque()
+        self._error: RemoteProtocolError | None = None
+        self.bytes_in = 0
+
+    def __repr__(self) -> str:
+        return f"<WebSocketConnection #{self.id} {self.remote or ''} {self.state.name}>"
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.protocol.state
+
+    @property
+    def closed(self) -> ConnectionClosed | None:
+        """How the connection ended, or ``None`` while it is open."""
+        return self._closed
+
+    # ------------------------------------------------------------------ reading
+
+    async def receive(self) -> Message:
+        """Return the next message (``str`` for text, ``bytes`` for binary).
+
+        Answers pings and the close handshake on the way. Only one task may receive.
+
+        Raises:
+            ConnectionClosed: the connection is closed (after a close handshake, a protocol
+                error, or a transport failure). Cancellation leaves the connection usable.
+        """
+        inbox = self._inbox
+        while True:
+            if inbox:
+                self.messages_in += 1
+                return inbox.popleft()
+            if self._closed is not None:
+                raise self._closed
+            await self._read_once()
+
+    async def _read_once(self) -> None:
+        """Read one chunk into the protocol, flush what it owes, sort out the events."""
+        try:
+            data = await self.transport.receive_some()
+        except TransportClosed:
+            data = b""
+        self.feed(data)
+        data = self.protocol.data_to_send()
+        if data:
+            try:
+                await self._write(data)
+            except ConnectionClosed:
+                pass
+        if self._error is not None:
+            self._finish(ConnectionClosed(self._error.close_code, self._error.reason))
+
+    def feed(self, data: bytes) -> None:
+        """Hand received bytes (``b""`` for end of stream) to the protocol; sort the events.
+
+        What the protocol owes the peer is flushed by the next read or write.
+        """
+        proto = self.protocol
+        if not data:
+            proto.receive_eof()
+        else:
+            self.bytes_in += len(data)
+            self.last_received = trio.current_time()
+            self.ping_sent_at = None
+            try:
+                proto.receive_data(data)
+            except RemoteProtocolError as exc:
+                if self._error is None:
+                    log.info(
+                        "#%d protocol error: %s (close %d)", self.id, exc.reason, exc.close_code
+                    )
+                    self._error = exc
+        inbox = self._inbox
+        for event in proto.events_received():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                inbox.append(event.data)  # type: ignore[union-attr]
+            else:
+                self._control_event(event)
+
+    def _control_event(self, event: object) -> None:
+        if type(event) is Close:
+            assert isinstance(event, Close)
+            self._finish(ConnectionClosed(event.code, event.reason))
+        elif type(event) is Pong:
+            assert isinstance(event, Pong)
+            waiter = self._pong_waiters.pop(event.payload, None)
+            if waiter is not None:
+                waiter.set()
+        # Ping: the protocol queued the Pong already.
+
+    def _finish(self, closed: ConnectionClosed) -> None:
+        if self._closed is None:
+            self._closed = closed
+            for waiter in self._pong_waiters.values():
+                waiter.set()
+            self._pong_waiters.clear()
+            if self._drained is not None:
+                self._drained.set()
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        """Iterate over messages until the connection closes normally (1000/1001/1005)."""
+        while True:
+            try:
+                yield await self.receive()
+            except ConnectionClosed as exc:
+                if exc.code in (1000, 1001, 1005):
+                    return
+                raise
+
+    # ------------------------------------------------------------------ writing
+
+    async def _write(self, data: bytes) -> None:
+        """Write bytes in order with every other writer; see the module docstring."""
+        if self.write_nowait(data):
+            return
+        if not self._draining:
+            await self._drain()
+        elif self._pending_size > self.write_buffer_size:
+            await self._wait_drained()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write or queue ``data`` without waiting; return True if nothing is left pending.
+
+        Bytes that do not fit stay queued, in order; the next writer (or a task calling
+        :meth:`drain`) sends them.
+        """
+        if self._closed is not None:
+            raise self._closed
+        if self._pending:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            return False
+        try:
+            sent = self.transport.send_nowait(data)
+        except TransportClosed:
+            self._broken()
+            raise self._closed_error() from None
+        if sent == len(data):
+            return True
+        self._pending.append(data[sent:] if sent else data)
+        self._pending_size += len(data) - sent
+        return False
+
+    async def drain(self) -> None:
+        """Wait until everything queued is written (returns at once if nothing is)."""
+        if self._pending:
+            if self._draining:
+                await self._wait_drained()
+            else:
+                await self._drain()
+
+    async def _drain(self) -> None:
+        self._draining = True
+        pending = self._pending
+        try:
+            while pending:
+                chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                self._pending_size = 0
+                await self.transport.send_all(chunk)
+        except TransportClosed:
+            self._broken()
+            raise self._closed_error() from None
+        except trio.Cancelled:
+            # A frame may be half written: the stream is unusable. Abort, then let go.
+            self._broken()
+            raise
+        finally:
+            self._draining = False
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    async def _wait_drained(self) -> None:
+        if self._drained is None:
+            self._drained = trio.Event()
+        drained = self._drained
+        with trio.move_on_after(
+            self.send_timeout if self.send_timeout is not None else float("inf")
+        ):
+            await drained.wait()
+            if self._closed is not None:
+                raise self._closed
+            return
+        log.info("#%d send timeout: %d bytes waiting, closing", self.id, self._pending_size)
+        self._broken(CloseCode.POLICY_VIOLATION, "send timeout")
+        raise self._closed_error()
+
+    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        """Drop the connection now, without a close handshake; the reader sees ``code``."""
+        self._broken(code, reason)
+
+    def _broken(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        self._finish(ConnectionClosed(code, reason))
+        if self.protocol.state is not ConnectionState.CLOSED:
+            self.protocol.receive_eof()
+            self.protocol.events_received()
+        self.transport.abort()
+
+    def _closed_error(self) -> ConnectionClosed:
+        return self._closed or ConnectionClosed(CloseCode.ABNORMAL_CLOSURE)
+
+    def _check_writable(self) -> None:
+        if self._closed is not None:
+            raise self._closed
+        if self.protocol.state is not ConnectionState.OPEN:
+            raise ConnectionClosed(
+                self.protocol.close_sent.code
+                if self.protocol.close_sent
+                else CloseCode.NORMAL_CLOSURE
+            )
+
+    async def send(self, message: Message | dict[str, Any]) -> None:
+        """Send a text (``str``), binary (``bytes``) or JSON (``dict``) message.
+
+        Safe from any task. Waits only if the peer is not reading and more than
+        ``write_buffer_size`` bytes are already queued, at most ``send_timeout`` seconds.
+
+        Raises:
+            ConnectionClosed: the connection is closed or closing. If cancelled while a
+                frame is half written, the connection is aborted.
+        """
+        self._check_writable()
+        proto = self.protocol
+        if isinstance(message, str):
+            proto.send_text(message)
+        elif isinstance(message, bytes | bytearray | memoryview):
+            proto.send_bytes(message)
+        elif isinstance(message, dict):
+            proto.send_text(dumps(message))
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or dict")
+        self.messages_out += 1
+        await self._write(proto.data_to_send())
+
+    async def send_encoded(self, frame: bytes) -> None:
+        """Send a frame encoded once for many connections (broadcast)."""
+        self._check_writable()
+        self.protocol.send_encoded(frame)
+        self.messages_out += 1
+        await self._write(self.protocol.data_to_send())
+
+    async def ping(self, payload: bytes | None = None) -> trio.Event:
+        """Send a Ping; return an event set when its Pong arrives (or the connection ends).
+
+        The Pong is seen by whichever task is receiving; someone must be.
+        """
+        self._check_writable()
+        if payload is None:
+            payload = next(_ids).to_bytes(8, "big")
+        event = trio.Event()
+        self._pong_waiters[payload] = event
+        self.protocol.send_ping(payload)
+        await self._write(self.protocol.data_to_send())
+        return event
+
+    async def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Send a Close frame if the connection is still open; the reader sees the reply."""
+        if self._closed is None and self.protocol.state is ConnectionState.OPEN:
+            self.protocol.send_close(code, reason)
+            try:
+                await self._write(self.protocol.data_to_send())
+            except ConnectionClosed:
+                pass
+
+    async def aclose(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close: send Close, wait up to ``close_timeout`` for the reply, close the transport.
+
+        Call it from the task that receives (or when no task receives). Cancellation
+        closes the transport at once.
+        """
+        try:
+            await self.send_close(code, reason)
+            with trio.move_on_after(self.close_timeout):
+                while self._closed is None:
+                    await self._read_once()
+        finally:
+            if self._closed is None:
+                self._finish(ConnectionClosed(code, reason))
+            await self.transport.aclose()

@@ -1,0 +1,85 @@
+"""Plain-HTTP answers on the WebSocket port: static files, ``/healthz``, ``/metrics``.
+
+A request that is not a WebSocket upgrade is answered once and the connection closed
+(``Connection: close``): the page, the dashboard and probes need nothing more.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+import attrs
+
+from .protocol._handshake import Request, build_response
+
+
+@attrs.frozen
+class HttpResponse:
+    """What a route answers with."""
+
+    status: int = 200
+    body: bytes | str = b""
+    content_type: str | None = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def encode(self, *, head_only: bool = False) -> bytes:
+        body = self.body.encode("utf-8") if isinstance(self.body, str) else self.body
+        if head_only:
+            headers = (*self.headers, ("Content-Length", str(len(body))))
+            raw = build_response(
+                self.status, headers=headers, body=b"", content_type=self.content_type
+            )
+            # build_response counted an empty body; drop its Content-Length: 0 line
+            return raw.replace(b"Content-Length: 0\r\n", b"", 1)
+        return build_response(
+            self.status, headers=self.headers, body=body, content_type=self.content_type
+        )
+
+
+Route = Callable[[Request], HttpResponse | Awaitable[HttpResponse]]
+
+
+def static_resource(package: str, name: str, *, content_type: str | None = None) -> Route:
+    """A route serving one file shipped as package data (read once, on first request)."""
+    cache: list[bytes] = []
+    ctype = content_type or (mimetypes.guess_type(name)[0] or "application/octet-stream")
+    if ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
+        ctype += "; charset=utf-8"
+
+    def route(_request: Request) -> HttpResponse:
+        if not cache:
+            cache.append(resources.files(package).joinpath(name).read_bytes())
+        return HttpResponse(
+            200,
+            cache[0],
+            ctype,
+            (("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")),
+        )
+
+    return route
+
+
+class HttpRouter:
+    """Exact-path routes for GET (and HEAD); 404 for unknown paths, 405 for other methods."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+
+    def add(self, path: str, route: Route) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        self.routes[path] = route
+
+    async def respond(self, request: Request) -> tuple[int, bytes]:
+        """Return the status and the encoded response for a plain HTTP request."""
+        route = self.routes.get(request.path)
+        if route is None:
+            response = HttpResponse(404, "not found\n")
+        elif request.method not in ("GET", "HEAD"):
+            response = HttpResponse(405, "method not allowed\n", headers=(("Allow", "GET, HEAD"),))
+        else:
+            result = route(request)
+            response = result if isinstance(result, HttpResponse) else await result
+        return response.status, response.encode(head_only=request.method == "HEAD")

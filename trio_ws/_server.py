@@ -1,0 +1,520 @@
+"""The server: listeners, one task per connection, the per-connection firewall, shutdown.
+
+Theory of operation
+-------------------
+:meth:`Server.serve` opens one nursery. It holds the accept loops, background tasks and one
+task per accepted connection. Each connection task runs inside its own *shielded* cancel
+scope, so cancelling ``serve()`` does not tear connections down mid-frame: instead the
+shutdown path stops the accept loops, sends Close 1001 to every client, waits up to
+``close_timeout`` for the close handshakes, and only then cancels what is left. Nothing
+started by the server outlives ``serve()``.
+
+Plain TCP listeners are stdlib non-blocking sockets accepted with
+:func:`trio.lowlevel.wait_readable`, and their connections use
+:class:`~trio_ws._transport.SocketTransport` (the fast path); TLS wraps each socket in
+:class:`trio.SSLStream`, and any :class:`trio.abc.Listener` handed in is served through its
+streams. Per connection, in order: IP allow/deny (refused before any byte is read), the
+request head within ``handshake_timeout`` (431/400/426 as the handshake decides), plain
+HTTP answered by the router, then path (404), Origin (403) and capacity (503) checks,
+permessage-deflate negotiation, 101, and the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._config import ServerConfig
+from ._connection import ConnectionClosed, WebSocketConnection
+from ._http import HttpRouter
+from ._transport import (
+    SocketTransport,
+    StreamTransport,
+    Transport,
+    TransportClosed,
+    is_fd_exhaustion,
+)
+from .protocol._connection import ConnectionState, WebSocketProtocol
+from .protocol._deflate import negotiate_server
+from .protocol._errors import CloseCode, RemoteProtocolError
+from .protocol._frames import Role
+from .protocol._handshake import Request, ServerHandshake
+
+log = logging.getLogger("trio_ws.server")
+
+Handler = Callable[[WebSocketConnection], Awaitable[None]]
+SubprotocolSelector = Callable[[Sequence[str]], str | None]
+
+_ACCEPTS_PER_CHECKPOINT = 64
+_BACKLOG = 1024
+
+
+@attrs.frozen
+class ServerStatistics:
+    """A snapshot of the server's counters (``Server.statistics()``)."""
+
+    connections: int
+    """WebSocket connections open now."""
+    connections_total: int
+    """WebSocket connections accepted since start."""
+    sockets: int
+    """TCP connections being served now, in any stage (handshake, HTTP, WebSocket)."""
+    http_requests: int
+    """Plain HTTP requests answered."""
+    refused: dict[int, int]
+    """HTTP refusals by status (400, 403, 404, 426, 431, 503, ...)."""
+    close_codes: dict[int, int]
+    """Closed WebSocket connections by close code."""
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    accepting: bool
+
+
+def bind_sockets(
+    host: str | None, port: int, *, backlog: int = _BACKLOG, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Bind and listen on every address of ``host`` (IPv4 and IPv6 for ``None``/``""``).
+
+    With port 0 every socket shares the port the first one got.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[Any, ...]] = set()
+    try:
+        for family, kind, proto, _name, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if port == 0 and sockets:
+                    addr = (addr[0], sockets[0].getsockname()[1], *addr[2:])
+                sock.bind(addr)
+                sock.listen(backlog)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
+            sockets.append(sock)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _format_addr(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+def _origin_host(origin: str) -> str:
+    """``https://example.com:8000`` -> ``example.com:8000`` (lower case)."""
+    _, _, rest = origin.partition("://")
+    return (rest or origin).rstrip("/").lower()
+
+
+class Server:
+    """Serves WebSocket connections to a handler, and plain HTTP to a router.
+
+    Args:
+        handler: ``async def handler(conn)``, called once per open WebSocket; when it returns
+            the connection is closed (1000), when it raises, closed with 1011.
+        config: limits and timeouts.
+        router: answers plain HTTP requests; by default everything is 404.
+        ws_path: the path WebSocket upgrades are accepted on (``None``: any path).
+        select_subprotocol: picks one of the offered subprotocols, or ``None``.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        config: ServerConfig | None = None,
+        router: HttpRouter | None = None,
+        ws_path: str | None = None,
+        select_subprotocol: SubprotocolSelector | None = None,
+    ) -> None:
+        self.handler = handler
+        self.config = config or ServerConfig()
+        self.router = router or HttpRouter()
+        self.ws_path = ws_path
+        self.select_subprotocol = select_subprotocol
+        self.connections: set[WebSocketConnection] = set()
+        self._scopes: set[trio.CancelScope] = set()
+        self._accepting = trio.Event()
+        self._accepting.set()
+        self._connections_total = 0
+        self._http_requests = 0
+        self._refused: dict[int, int] = {}
+        self._close_codes: dict[int, int] = {}
+        self._closed_messages_in = 0
+        self._closed_messages_out = 0
+        self._closed_bytes_in = 0
+        self._all_done: trio.Event | None = None
+        self.addresses: list[str] = []
+
+    # ------------------------------------------------------------------ control
+
+    def pause_accepting(self) -> None:
+        """Stop accepting new connections; open ones keep being served."""
+        if self._accepting.is_set():
+            self._accepting = trio.Event()
+
+    def resume_accepting(self) -> None:
+        """Accept again after :meth:`pause_accepting`."""
+        self._accepting.set()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting.is_set()
+
+    def statistics(self) -> ServerStatistics:
+        conns = self.connections
+        return ServerStatistics(
+            connections=len(conns),
+            connections_total=self._connections_total,
+            sockets=len(self._scopes),
+            http_requests=self._http_requests,
+            refused=dict(self._refused),
+            close_codes=dict(self._close_codes),
+            messages_in=self._closed_messages_in + sum(c.messages_in for c in conns),
+            messages_out=self._closed_messages_out + sum(c.messages_out for c in conns),
+            bytes_in=self._closed_bytes_in + sum(c.bytes_in for c in conns),
+            accepting=self.accepting,
+        )
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8000,
+        *,
+        listeners: Sequence[socket.socket | trio.abc.Listener[Any]] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        background: Sequence[Callable[[], Awaitable[None]]] = (),
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled; then shut down gracefully (see the module docstring).
+
+        ``task_status.started()`` reports the bound addresses (``"127.0.0.1:54321"``), so
+        ``await nursery.start(server.serve, "127.0.0.1", 0)`` gives the port. Stdlib
+        listening sockets and trio listeners may be handed in instead of host and port.
+        ``background`` are async callables run in the server's nursery and cancelled at
+        shutdown.
+        """
+        owned: list[socket.socket] = []
+        if listeners is None:
+            owned = bind_sockets(host, port)
+            listeners = owned
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    async with trio.open_nursery() as accept_nursery:
+                        addresses: list[str] = []
+                        for listener in listeners:
+                            if isinstance(listener, socket.socket):
+                                listener.setblocking(False)
+                                addresses.append(_format_addr(listener.getsockname()))
+                                accept_nursery.start_soon(
+                                    self._accept_socket, listener, nursery, ssl_context
+                                )
+                            else:
+                                sock = getattr(listener, "socket", None)
+                                if sock is not None:
+                                    addresses.append(_format_addr(sock.getsockname()))
+                                accept_nursery.start_soon(self._accept_listener, listener, nursery)
+                        for job in background:
+                            accept_nursery.start_soon(job)
+                        if self.config.ping_interval is not None:
+                            accept_nursery.start_soon(self._keepalive)
+                        self.addresses = addresses
+                        for address in addresses:
+                            log.info("serving on %s", address)
+                        task_status.started(addresses)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._shutdown()
+        finally:
+            for sock in owned:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+
+    async def _shutdown(self) -> None:
+        """Close every client with 1001, wait up to the grace period, cancel the rest."""
+        if not self._scopes:
+            return
+        log.info("shutting down: closing %d connection(s)", len(self.connections))
+        with trio.move_on_after(self.config.close_timeout):
+            for conn in list(self.connections):
+                if conn.state is ConnectionState.OPEN and conn.closed is None:
+                    try:
+                        conn.protocol.send_close(CloseCode.GOING_AWAY, "server shutdown")
+                        conn.write_nowait(conn.protocol.data_to_send())
+                    except ConnectionClosed:
+                        pass
+            while self._scopes:
+                self._all_done = trio.Event()
+                await self._all_done.wait()
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _accept_socket(
+        self, lsock: socket.socket, nursery: trio.Nursery, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        accepted = 0
+        try:
+            while True:
+                if not self._accepting.is_set():
+                    await self._accepting.wait()
+                try:
+                    sock, addr = lsock.accept()
+                except BlockingIOError:
+                    accepted = 0
+                    await trio.lowlevel.wait_readable(lsock)
+                    continue
+                except OSError as exc:
+                    if is_fd_exhaustion(exc):
+                        log.warning("accept failed (%s); backing off", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                remote = _format_addr(addr)
+                if not self.config.ip_allowed(addr[0]):
+                    log.info("refused %s (IP rules)", remote)
+                    sock.close()
+                    continue
+                transport: Transport
+                if ssl_context is None:
+                    transport = SocketTransport(sock)
+                else:
+                    sock.setblocking(False)
+                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+                    transport = StreamTransport(
+                        trio.SSLStream(stream, ssl_context, server_side=True)
+                    )
+                nursery.start_soon(self._handle, transport, remote)
+                accepted += 1
+                if accepted >= _ACCEPTS_PER_CHECKPOINT:
+                    accepted = 0
+                    await trio.lowlevel.checkpoint()
+        except trio.ClosedResourceError:
+            return  # the listener was closed under us: shutdown
+
+    async def _accept_listener(
+        self, listener: trio.abc.Listener[Any], nursery: trio.Nursery
+    ) -> None:
+        while True:
+            if not self._accepting.is_set():
+                await self._accepting.wait()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if is_fd_exhaustion(exc):
+                    log.warning("accept failed (%s); backing off", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            remote = None
+            sock = getattr(stream, "socket", None)
+            if sock is not None:
+                try:
+                    peer = sock.getpeername()
+                except OSError:
+                    peer = None
+                if peer is not None:
+                    remote = _format_addr(peer)
+                    if not self.config.ip_allowed(peer[0]):
+                        await trio.aclose_forcefully(stream)
+                        continue
+            nursery.start_soon(self._handle, StreamTransport(stream), remote)
+
+    async def _keepalive(self) -> None:
+        """One task pings every quiet connection and closes those that stay silent (1011)."""
+        interval = self.config.ping_interval
+        timeout = self.config.ping_timeout or math.inf
+        assert interval is not None
+        tick = max(min(interval, timeout) / 4, 0.05)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self.connections):
+                if conn.closed is not None or conn.state is not ConnectionState.OPEN:
+                    continue
+                if conn.ping_sent_at is not None:
+                    if now - conn.ping_sent_at > timeout:
+                        log.info("#%d keepalive timeout", conn.id)
+                        conn.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                elif now - conn.last_received > interval:
+                    conn.ping_sent_at = now
+                    try:
+                        conn.protocol.send_ping(b"keepalive")
+                        conn.write_nowait(conn.protocol.data_to_send())
+                    except ConnectionClosed:
+                        pass
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _handle(self, transport: Transport, remote: str | None) -> None:
+        """The firewall around one connection: nothing it does can hurt the server."""
+        scope = trio.CancelScope(shield=True)
+        self._scopes.add(scope)
+        try:
+            with scope:
+                await self._run(transport, remote)
+        except Exception:
+            log.exception("connection %s: unexpected error", remote)
+        finally:
+            self._scopes.discard(scope)
+            transport.abort()
+            with trio.CancelScope(shield=True):
+                await transport.aclose()
+            if not self._scopes and self._all_done is not None:
+                self._all_done.set()
+
+    async def _reply_http(self, transport: Transport, status: int, data: bytes) -> None:
+        with trio.move_on_after(self.config.close_timeout):
+            try:
+                await transport.send_all(data)
+            except TransportClosed:
+                pass
+        if status >= 400:
+            self._refused[status] = self._refused.get(status, 0) + 1
+
+    async def _read_request(
+        self, transport: Transport, handshake: ServerHandshake
+    ) -> Request | None:
+        with trio.move_on_after(self.config.handshake_timeout or math.inf):
+            while True:
+                try:
+                    data = await transport.receive_some()
+                except TransportClosed:
+                    return None
+                if not data:
+                    return None
+                request = handshake.receive_data(data)
+                if request is not None:
+                    return request
+        return None
+
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """Path, Origin and capacity checks of an upgrade request."""
+        if self.ws_path is not None and request.path != self.ws_path:
+            return 404, "no WebSocket endpoint here\n"
+        origin = request.origin
+        if origin is not None and not self._origin_allowed(origin, request.host):
+            return 403, "origin not allowed\n"
+        if len(self.connections) >= self.config.max_connections:
+            return 503, "server full\n"
+        return None
+
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        allowed = self.config.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return host is not None and _origin_host(origin) == host.lower()
+
+    async def _run(self, transport: Transport, remote: str | None) -> None:
+        config = self.config
+        handshake = ServerHandshake(max_head_size=config.max_head_size)
+        try:
+            request = await self._read_request(transport, handshake)
+        except RemoteProtocolError as exc:
+            status = exc.http_status or 400
+            log.info("%s bad request: %s (%d)", remote, exc.reason, status)
+            await self._reply_http(
+                transport, status, handshake.reject(status, body=exc.reason + "\n")
+            )
+            return
+        if request is None:
+            log.info("%s left or timed out before a complete request", remote)
+            return
+        if not request.is_websocket:
+            self._http_requests += 1
+            status, data = await self.router.respond(request)
+            await self._reply_http(transport, status, data)
+            return
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status, reason = refusal
+            log.info("%s refused %s: %s", remote, request.path, reason.strip())
+            await self._reply_http(transport, status, handshake.reject(status, body=reason))
+            return
+        deflate = None
+        if config.compression and request.extensions:
+            deflate = negotiate_server(
+                request.extensions, server_no_context_takeover=config.server_no_context_takeover
+            )
+        subprotocol = None
+        if self.select_subprotocol is not None and request.subprotocols:
+            subprotocol = self.select_subprotocol(request.subprotocols)
+        response = handshake.accept(
+            subprotocol=subprotocol,
+            extensions=[deflate.response_value()] if deflate is not None else (),
+        )
+        try:
+            await transport.send_all(response)
+        except TransportClosed:
+            return
+        protocol = WebSocketProtocol(
+            Role.SERVER, deflate=deflate, max_message_size=config.max_message_size
+        )
+        conn = WebSocketConnection(
+            transport,
+            protocol,
+            request=request,
+            subprotocol=subprotocol,
+            remote=remote,
+            write_buffer_size=config.write_buffer_size,
+            send_timeout=config.send_timeout,
+            close_timeout=config.close_timeout,
+        )
+        self.connections.add(conn)
+        self._connections_total += 1
+        log.info("#%d open %s %s", conn.id, remote, request.target)
+        try:
+            if handshake.trailing_data:
+                conn.feed(handshake.trailing_data)
+            await self._run_handler(conn)
+        finally:
+            self.connections.discard(conn)
+            closed = conn.closed
+            code = closed.code if closed is not None else CloseCode.ABNORMAL_CLOSURE
+            self._close_codes[code] = self._close_codes.get(code, 0) + 1
+            self._closed_messages_in += conn.messages_in
+            self._closed_messages_out += conn.messages_out
+            self._closed_bytes_in += conn.bytes_in
+            log.info(
+                "#%d closed %s (%d%s)",
+                conn.id,
+                remote,
+                code,
+                f" {closed.reason}" if closed and closed.reason else "",
+            )
+
+    async def _run_handler(self, conn: WebSocketConnection) -> None:
+        try:
+            await self.handler(conn)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("#%d handler failed", conn.id)
+            await conn.aclose(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        await conn.aclose(CloseCode.NORMAL_CLOSURE)

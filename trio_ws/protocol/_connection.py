@@ -1,0 +1,428 @@
+"""The RFC 6455 connection after the opening handshake, as a sans-IO state machine.
+
+Theory of operation
+-------------------
+A :class:`WebSocketProtocol` is fed bytes with :meth:`~WebSocketProtocol.receive_data` and
+:meth:`~WebSocketProtocol.receive_eof`; it parses frames, reassembles and inflates messages,
+checks UTF-8 and limits, and queues what the peer is owed (Pong for Ping, the Close reply)
+itself. The caller collects complete :mod:`events <trio_ws.protocol._events>` with
+:meth:`~WebSocketProtocol.events_received` and the bytes to write with
+:meth:`~WebSocketProtocol.data_to_send`, which it should flush after every
+``receive_data`` call, before acting on the events (STYLE.md rule 4).
+
+Connection states (RFC 6455 §7) and what moves them::
+
+    OPEN    --send_close()-------------------->  CLOSING   (our Close sent, theirs awaited)
+    OPEN    --peer Close (we reply)----------->  CLOSED
+    CLOSING --peer Close---------------------->  CLOSED
+    any     --protocol error (we send Close)-->  CLOSED    (the connection is failed, §7.1.7)
+    any     --receive_eof()------------------->  CLOSED
+
+In CLOSED the transport should be closed: a server closes the TCP connection first
+(§7.1.1), a client waits briefly for the server to do so. After our Close only Pongs
+are sent (§5.5.2); nothing at all once CLOSED.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import struct
+import sys
+
+from ._deflate import MessageCompressor, MessageDecompressor, PerMessageDeflate
+from ._errors import CloseCode, LocalProtocolError, RemoteProtocolError, is_valid_close_code
+from ._events import BytesMessage, Close, Event, Ping, Pong, TextMessage
+from ._frames import MAX_CONTROL_PAYLOAD, FrameParser, Opcode, Role, encode_frame
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "ConnectionState", "WebSocketProtocol"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB after reassembly and inflation (DESIGN.md limits)
+
+_UNLIMITED = sys.maxsize
+_utf8_incremental = codecs.getincrementaldecoder("utf-8")
+_pack_close = struct.Struct("!H").pack
+_unpack_close = struct.Struct("!H").unpack_from
+_pack_2 = struct.Struct("!BB").pack
+
+
+def _compressed_budget(raw_budget: int) -> int:
+    """Largest compressed payload that can still inflate to at most ``raw_budget`` bytes.
+
+    Deflate's worst case is stored blocks: 5 bytes of overhead per 65,535 bytes, plus a
+    little for the sync-flush markers, so the bound stays tight and we never buffer a
+    compressed frame much larger than the inflated limit.
+    """
+    return raw_budget + (raw_budget >> 10) + 64
+
+
+def _truncate_reason(reason: str) -> bytes:
+    """Encode a close reason to at most 123 bytes without splitting a UTF-8 sequence."""
+    data = reason.encode("utf-8")
+    if len(data) <= MAX_CONTROL_PAYLOAD - 2:
+        return data
+    return data[: MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore").encode("utf-8")
+
+
+class ConnectionState(enum.Enum):
+    """RFC 6455 connection states once the opening handshake is done."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class WebSocketProtocol:
+    """One end of an open WebSocket connection, without I/O.
+
+    Args:
+        role: :attr:`Role.SERVER` expects masked frames and sends unmasked ones; a client the
+            reverse (RFC 6455 §5.1).
+        deflate: negotiated permessage-deflate parameters, or ``None``.
+        max_message_size: largest message accepted, in bytes after reassembly and inflation;
+            ``None`` disables the limit. A larger message fails the connection with 1009,
+            detected from frame headers before the payload is buffered.
+        auto_pong: answer every Ping with a Pong carrying the same payload (§5.5.2).
+        compress: whether messages we send are compressed when deflate was negotiated.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        deflate: PerMessageDeflate | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        auto_pong: bool = True,
+        compress: bool = True,
+    ) -> None:
+        self.role = role
+        self.deflate = deflate
+        self.max_message_size = _UNLIMITED if max_message_size is None else max_message_size
+        self.auto_pong = auto_pong
+        self.state = ConnectionState.OPEN
+        self._client = role is Role.CLIENT
+        self._parser = FrameParser(
+            expect_masked=role is Role.SERVER,
+            allow_rsv1=deflate is not None,
+            max_frame_size=_compressed_budget(self.max_message_size)
+            if deflate is not None
+            else self.max_message_size,
+        )
+        self._compressor: MessageCompressor | None = None
+        self._decompressor: MessageDecompressor | None = None
+        if deflate is not None:
+            self._decompressor = deflate.make_decompressor(role)
+            if compress:
+                self._compressor = deflate.make_compressor(role)
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._error: RemoteProtocolError | None = None
+        # The message being reassembled from fragments (None when between messages).
+        self._msg_opcode: int | None = None
+        self._msg_compressed = False
+        self._msg_parts: list[bytes] = []
+        self._msg_text: list[str] = []
+        self._msg_size = 0
+        self._msg_decoder: codecs.IncrementalDecoder | None = None
+        # The message we are sending in fragments, if any.
+        self._send_opcode: int | None = None
+        #: The Close we received (code, reason), once received.
+        self.close_received: Close | None = None
+        #: The Close we sent, once sent.
+        self.close_sent: Close | None = None
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes from the transport.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol. The Close frame with the error's
+                code is already queued in :meth:`data_to_send` and the state is CLOSED; events
+                parsed before the error are still returned by :meth:`events_received`. The
+                error is sticky: later calls raise it again.
+        """
+        if self._error is not None:
+            raise self._error
+        if self.state is ConnectionState.CLOSED:
+            return  # RFC 6455 §7.1.1: nothing more is expected; late bytes are ignored
+        parser = self._parser
+        parser.feed(data)
+        try:
+            while True:
+                frame = parser.next_frame()
+                if frame is None:
+                    return
+                opcode = frame.opcode
+                if (
+                    opcode == Opcode.TEXT
+                    and frame.fin
+                    and self._msg_opcode is None
+                    and not frame.rsv1
+                    # With deflate negotiated the parser admits frames up to the compressed
+                    # budget, a little above the limit; larger ones take the checked path.
+                    and len(frame.payload) <= self.max_message_size
+                ):
+                    # The common case, kept short: one unfragmented, uncompressed text frame.
+                    try:
+                        self._events.append(TextMessage(frame.payload.decode("utf-8")))
+                    except UnicodeDecodeError:
+                        raise RemoteProtocolError(
+                            "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
+                        ) from None
+                elif opcode >= 0x8:
+                    if self._control_frame(opcode, frame.payload):
+                        return  # a Close ended the connection
+                else:
+                    self._data_frame(opcode, frame.payload, frame.fin, frame.rsv1)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+
+    def receive_eof(self) -> None:
+        """The transport ended. Reports ``Close(1006)`` unless the close handshake finished."""
+        if self.state is not ConnectionState.CLOSED:
+            self.state = ConnectionState.CLOSED
+            self._events.append(Close(CloseCode.ABNORMAL_CLOSURE, ""))
+
+    def events_received(self) -> list[Event]:
+        """Return the events parsed since the last call, oldest first."""
+        events = self._events
+        self._events = []
+        return events
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        """Fail the WebSocket connection (RFC 6455 §7.1.7): send Close with the code, stop."""
+        self._error = exc
+        if self.state is ConnectionState.OPEN:
+            self._queue_close(exc.close_code, exc.reason)
+        self.state = ConnectionState.CLOSED
+        self._msg_parts = []
+        self._msg_text = []
+
+    def _data_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool) -> None:
+        if opcode == Opcode.CONTINUATION:
+            if self._msg_opcode is None:
+                raise RemoteProtocolError("continuation frame without a message to continue")
+            if rsv1:
+                # RFC 7692 §6.1: RSV1 is set only on the first frame of a message.
+                raise RemoteProtocolError("RSV1 set on a continuation frame")
+        else:
+            if self._msg_opcode is not None:
+                raise RemoteProtocolError("new data frame before the previous message ended")
+            self._msg_opcode = opcode
+            self._msg_compressed = rsv1
+            self._msg_size = 0
+            if opcode == Opcode.TEXT and not fin:
+                self._msg_decoder = _utf8_incremental()
+        if self._msg_compressed:
+            assert self._decompressor is not None  # RSV1 is refused by the parser otherwise
+            payload = self._decompressor.decompress(
+                payload, final=fin, max_size=self.max_message_size - self._msg_size
+            )
+        size = self._msg_size + len(payload)
+        if size > self.max_message_size:
+            raise RemoteProtocolError(
+                f"message exceeds the {self.max_message_size}-byte limit",
+                close_code=CloseCode.MESSAGE_TOO_BIG,
+            )
+        self._msg_size = size
+        if fin:
+            self._finish_message(payload)
+        else:
+            if self._msg_decoder is not None:
+                self._decode_part(payload, final=False)
+            else:
+                self._msg_parts.append(payload)
+            remaining = self.max_message_size - size
+            self._parser.max_frame_size = (
+                _compressed_budget(remaining) if self._msg_compressed else remaining
+            )
+
+    def _decode_part(self, payload: bytes, *, final: bool) -> None:
+        assert self._msg_decoder is not None
+        try:
+            self._msg_text.append(self._msg_decoder.decode(payload, final))
+        except UnicodeDecodeError:
+            # Fails as soon as an invalid sequence arrives, even mid-message (§8.1).
+            raise RemoteProtocolError(
+                "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
+            ) from None
+
+    def _finish_message(self, payload: bytes) -> None:
+        opcode = self._msg_opcode
+        if self._msg_decoder is not None:
+            self._decode_part(payload, final=True)
+            event: Event = TextMessage("".join(self._msg_text))
+            self._msg_text = []
+            self._msg_decoder = None
+        elif opcode == Opcode.TEXT:
+            try:
+                event = TextMessage(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise RemoteProtocolError(
+                    "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
+                ) from None
+        elif self._msg_parts:
+            self._msg_parts.append(payload)
+            event = BytesMessage(b"".join(self._msg_parts))
+            self._msg_parts = []
+        else:
+            event = BytesMessage(payload)
+        self._msg_opcode = None
+        self._msg_compressed = False
+        self._msg_size = 0
+        self._parser.max_frame_size = (
+            _compressed_budget(self.max_message_size)
+            if self.deflate is not None
+            else self.max_message_size
+        )
+        self._events.append(event)
+
+    def _control_frame(self, opcode: int, payload: bytes) -> bool:
+        """Handle a control frame; return True when it closed the connection."""
+        if opcode == Opcode.PING:
+            self._events.append(Ping(payload))
+            # §5.5.2: "an endpoint MUST send a Pong frame in response, unless it already
+            # received a Close frame": also in CLOSING, where only our Close has been sent
+            # (§5.5.1 forbids data frames after it, not control frames).
+            if self.auto_pong:
+                self._out.append(self._frame(Opcode.PONG, payload))
+        elif opcode == Opcode.PONG:
+            self._events.append(Pong(payload))
+        else:
+            self._receive_close(payload)
+            return True
+        return False
+
+    def _receive_close(self, payload: bytes) -> None:
+        close = self._parse_close(payload)
+        self.close_received = close
+        if self.state is ConnectionState.OPEN:
+            # §5.5.1: "the endpoint MUST send a Close frame in response", typically
+            # echoing the status code it received.
+            if close.code == CloseCode.NO_STATUS_RCVD:
+                self._out.append(self._frame(Opcode.CLOSE, b""))
+                self.close_sent = Close(CloseCode.NO_STATUS_RCVD, "")
+            else:
+                self._queue_close(close.code, "")
+        self.state = ConnectionState.CLOSED
+        self._events.append(close)
+
+    @staticmethod
+    def _parse_close(payload: bytes) -> Close:
+        n = len(payload)
+        if n == 0:
+            return Close(CloseCode.NO_STATUS_RCVD, "")
+        if n == 1:
+            raise RemoteProtocolError("close frame with a 1-byte payload")
+        (code,) = _unpack_close(payload)
+        if not is_valid_close_code(code):
+            raise RemoteProtocolError(f"invalid close code {code}")
+        try:
+            reason = payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise RemoteProtocolError(
+                "invalid UTF-8 in the close reason", close_code=CloseCode.INVALID_DATA
+            ) from None
+        return Close(code, reason)
+
+    # ------------------------------------------------------------------ sending
+
+    def data_to_send(self) -> bytes:
+        """Return and clear the bytes queued for the transport."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
+        if not self._client and not rsv1 and fin and len(payload) < 126:
+            return _pack_2(0x80 | opcode, len(payload)) + payload  # the small server frame
+        return encode_frame(opcode, payload, fin=fin, rsv1=rsv1, mask=self._client)
+
+    def _check_open(self, what: str) -> None:
+        if self.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"cannot {what} in state {self.state.name}")
+
+    def _send_data(self, opcode: int, payload: bytes, final: bool) -> None:
+        if self.state is not ConnectionState.OPEN:
+            self._check_open("send a message")
+        if self._send_opcode is None:
+            first = True
+            if not final:
+                self._send_opcode = opcode
+        else:
+            if opcode != self._send_opcode:
+                raise LocalProtocolError(
+                    "cannot switch message type in the middle of a fragmented message"
+                )
+            first = False
+            opcode = Opcode.CONTINUATION
+            if final:
+                self._send_opcode = None
+        compressor = self._compressor
+        if compressor is not None:
+            payload = compressor.compress(payload, final=final)
+            self._out.append(self._frame(opcode, payload, final, first))
+        else:
+            self._out.append(self._frame(opcode, payload, final))
+
+    def send_text(self, data: str, *, final: bool = True) -> None:
+        """Queue a text message, or a fragment of one when ``final`` is False."""
+        self._send_data(Opcode.TEXT, data.encode("utf-8"), final)
+
+    def send_bytes(self, data: bytes | bytearray | memoryview, *, final: bool = True) -> None:
+        """Queue a binary message, or a fragment of one when ``final`` is False."""
+        self._send_data(Opcode.BINARY, bytes(data), final)
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue a complete frame encoded elsewhere (a broadcast frame shared by many).
+
+        The caller guarantees it is one unmasked server frame, compressed only if this
+        connection's compressor may accept a shared frame.
+        """
+        if self.state is not ConnectionState.OPEN:
+            self._check_open("send a message")
+        if self._client or self._send_opcode is not None:
+            raise LocalProtocolError("pre-encoded frames are for servers between messages")
+        self._out.append(frame)
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a Ping (at most 125 bytes of payload, §5.5)."""
+        self._check_open("send a ping")
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise LocalProtocolError("control frame payload over 125 bytes")
+        self._out.append(self._frame(Opcode.PING, bytes(payload)))
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        """Queue an unsolicited Pong, or the reply to a Ping when auto-pong is off."""
+        self._check_open("send a pong")
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise LocalProtocolError("control frame payload over 125 bytes")
+        self._out.append(self._frame(Opcode.PONG, bytes(payload)))
+
+    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake (§7.1.2); ``code=None`` sends a Close without status.
+
+        Raises:
+            LocalProtocolError: not OPEN, a code that may not be sent (§7.4), or a reason
+                without a code.
+        """
+        self._check_open("send a close")
+        if code is None:
+            if reason:
+                raise LocalProtocolError("a close reason needs a close code")
+            self._out.append(self._frame(Opcode.CLOSE, b""))
+            self.close_sent = Close(CloseCode.NO_STATUS_RCVD, "")
+        else:
+            if not is_valid_close_code(code):
+                raise LocalProtocolError(f"close code {code} may not be sent")
+            self._queue_close(code, reason)
+        self.state = ConnectionState.CLOSING
+
+    def _queue_close(self, code: int, reason: str) -> None:
+        data = _truncate_reason(reason)
+        self._out.append(self._frame(Opcode.CLOSE, _pack_close(code) + data))
+        self.close_sent = Close(code, data.decode("utf-8"))

@@ -1,0 +1,208 @@
+"""RFC 6455 §5 framing: opcodes, masking, encoding one frame, parsing a stream of frames.
+
+Theory of operation: :class:`FrameParser` owns a receive buffer. ``feed()`` appends bytes;
+``next_frame()`` returns the next complete frame or ``None`` when more bytes are needed. The
+header is checked as soon as its first bytes arrive (reserved opcodes, RSV bits, masking,
+control frame rules, the 64-bit length MSB), and the payload length is compared with the
+size limit *before* the payload is buffered, so a peer announcing a huge frame is refused
+without us holding its bytes. Payloads are unmasked with one whole-buffer operation.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+
+from ._errors import CloseCode, RemoteProtocolError
+
+
+class Role(enum.Enum):
+    """Which end of the connection this protocol object plays."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455 §5.2); every other value is reserved."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+_DATA_OPCODES = frozenset({0x0, 0x1, 0x2})
+_CONTROL_OPCODES = frozenset({0x8, 0x9, 0xA})
+# RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
+MAX_CONTROL_PAYLOAD = 125
+
+_pack_2 = struct.Struct("!BB").pack
+_pack_4 = struct.Struct("!BBH").pack
+_pack_10 = struct.Struct("!BBQ").pack
+_unpack_h = struct.Struct("!H").unpack_from
+_unpack_q = struct.Struct("!Q").unpack_from
+
+
+def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask`` repeated, as one big-integer operation."""
+    n = len(data)
+    if n == 0:
+        return b""
+    reps, rest = divmod(n, 4)
+    key = mask * reps + mask[:rest]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+try:  # the optional compiled speedup, built by the standard build backend when a compiler exists
+    from ._speedups import apply_mask as _apply_mask_c
+except ImportError:  # pragma: no cover - depends on the build
+    _apply_mask_c = None
+
+apply_mask = _apply_mask_c if _apply_mask_c is not None else _apply_mask_python
+"""``apply_mask(data, mask) -> bytes``: the compiled version when present, else pure Python."""
+
+HAS_SPEEDUPS = _apply_mask_c is not None
+
+
+def encode_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: bool = False,
+) -> bytes:
+    """Serialise one frame (RFC 6455 §5.2).
+
+    A client masks every frame with a fresh random key (§5.3: "the masking key MUST be
+    derived from a strong source of entropy"); a server never masks.
+    """
+    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = _pack_2(b0, mbit | n)
+    elif n < 0x10000:
+        head = _pack_4(b0, mbit | 126, n)
+    else:
+        head = _pack_10(b0, mbit | 127, n)
+    if mask:
+        key = os.urandom(4)
+        return head + key + apply_mask(payload, key)
+    return head + payload
+
+
+class Frame:
+    """One parsed frame. A plain slotted class: it is built for every frame received."""
+
+    __slots__ = ("fin", "opcode", "payload", "rsv1")
+
+    def __init__(self, opcode: int, payload: bytes, fin: bool, rsv1: bool) -> None:
+        self.opcode = opcode
+        self.payload = payload
+        self.fin = fin
+        self.rsv1 = rsv1
+
+    def __repr__(self) -> str:
+        n = len(self.payload)
+        return f"Frame(opcode={self.opcode}, fin={self.fin}, rsv1={self.rsv1}, len={n})"
+
+
+class FrameParser:
+    """Incremental frame parser for one direction of one connection.
+
+    Args:
+        expect_masked: True on the server side (client frames MUST be masked, §5.1), False
+            on the client side (server frames MUST NOT be masked).
+        allow_rsv1: whether an extension that uses RSV1 (permessage-deflate) was negotiated.
+        max_frame_size: payload length above which a data frame is refused with 1009 before
+            its payload is read.
+    """
+
+    __slots__ = ("_buf", "_expect_masked", "allow_rsv1", "max_frame_size")
+
+    def __init__(self, *, expect_masked: bool, allow_rsv1: bool, max_frame_size: int) -> None:
+        self._buf = bytearray()
+        self._expect_masked = expect_masked
+        self.allow_rsv1 = allow_rsv1
+        self.max_frame_size = max_frame_size
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as frames."""
+        return len(self._buf)
+
+    def next_frame(self) -> Frame | None:
+        """Return the next complete frame, ``None`` if incomplete; raise on a bad header."""
+        buf = self._buf
+        avail = len(buf)
+        if avail < 2:
+            return None
+        b0 = buf[0]
+        b1 = buf[1]
+        opcode = b0 & 0x0F
+        fin = b0 & 0x80
+        rsv1 = b0 & 0x40
+        if b0 & 0x30 or (rsv1 and not self.allow_rsv1):
+            raise RemoteProtocolError("reserved bits set without an extension that defines them")
+        if opcode in _CONTROL_OPCODES:
+            if not fin:
+                raise RemoteProtocolError("fragmented control frame")  # §5.5
+            if rsv1:
+                raise RemoteProtocolError("RSV1 set on a control frame")  # RFC 7692 §6
+        elif opcode not in _DATA_OPCODES:
+            raise RemoteProtocolError(f"reserved opcode {opcode:#x}")
+        masked = b1 & 0x80
+        if bool(masked) != self._expect_masked:
+            raise RemoteProtocolError(
+                "client frame not masked" if self._expect_masked else "server frame masked"
+            )
+        length = b1 & 0x7F
+        pos = 2
+        if length >= 126:
+            if opcode >= 0x8:
+                raise RemoteProtocolError("control frame payload over 125 bytes")
+            if length == 126:
+                if avail < 4:
+                    return None
+                (length,) = _unpack_h(buf, 2)
+                pos = 4
+            else:
+                if avail < 10:
+                    return None
+                (length,) = _unpack_q(buf, 2)
+                if length >> 63:
+                    raise RemoteProtocolError(
+                        "64-bit payload length with the most significant bit set"
+                    )
+                pos = 10
+            if length > self.max_frame_size:
+                raise RemoteProtocolError(
+                    f"frame of {length} bytes exceeds the {self.max_frame_size}-byte limit",
+                    close_code=CloseCode.MESSAGE_TOO_BIG,
+                )
+        elif length > self.max_frame_size and opcode < 0x8:
+            raise RemoteProtocolError(
+                f"frame of {length} bytes exceeds the {self.max_frame_size}-byte limit",
+                close_code=CloseCode.MESSAGE_TOO_BIG,
+            )
+        if masked:
+            end = pos + 4 + length
+            if avail < end:
+                return None
+            key = bytes(buf[pos : pos + 4])
+            payload = apply_mask(memoryview(buf)[pos + 4 : end], key)
+        else:
+            end = pos + length
+            if avail < end:
+                return None
+            payload = bytes(buf[pos:end])
+        del buf[:end]
+        return Frame(opcode, payload, bool(fin), bool(rsv1))
