@@ -3,13 +3,38 @@
 The public API; the modules behind it are private.
 """
 
+from ._app import App, Client, ClientRegistry, ServiceError, UnknownClient
+from ._client import HandshakeFailed, connect
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, WebSocketConnection
 from ._http import HttpResponse, HttpRouter, static_resource
+from ._login import (
+    LoginAccepted,
+    LoginPolicy,
+    LoginRefused,
+    LoginRequest,
+    make_token,
+    signed_tokens,
+    unique_names,
+)
 from ._server import Server, ServerStatistics, bind_sockets
 from .protocol._errors import CloseCode, LocalProtocolError, RemoteProtocolError, WebSocketError
 
 __all__ = [
+    "App",
+    "Client",
+    "ClientRegistry",
+    "HandshakeFailed",
+    "LoginAccepted",
+    "LoginPolicy",
+    "LoginRefused",
+    "LoginRequest",
+    "ServiceError",
+    "UnknownClient",
+    "connect",
+    "make_token",
+    "signed_tokens",
+    "unique_names",
     "CloseCode",
     "ConnectionClosed",
     "HttpResponse",

@@ -35,7 +35,9 @@ BINARY_64K_HEADER = bytes.fromhex("827f0000000000010000")
 
 
 def parse_all(data: bytes, *, expect_masked: bool, max_frame_size: int = 1 << 30) -> list[Frame]:
-    parser = FrameParser(expect_masked=expect_masked, allow_rsv1=False, max_frame_size=max_frame_size)
+    parser = FrameParser(
+        expect_masked=expect_masked, allow_rsv1=False, max_frame_size=max_frame_size
+    )
     parser.feed(data)
     frames = []
     while (frame := parser.next_frame()) is not None:
@@ -52,7 +54,12 @@ def only_frame(data: bytes, *, expect_masked: bool) -> Frame:
 def test_rfc_single_frame_unmasked_text() -> None:
     assert encode_frame(Opcode.TEXT, b"Hello") == HELLO_UNMASKED
     frame = only_frame(HELLO_UNMASKED, expect_masked=False)
-    assert (frame.opcode, frame.fin, frame.rsv1, frame.payload) == (Opcode.TEXT, True, False, b"Hello")
+    assert (frame.opcode, frame.fin, frame.rsv1, frame.payload) == (
+        Opcode.TEXT,
+        True,
+        False,
+        b"Hello",
+    )
 
 
 def test_rfc_single_frame_masked_text() -> None:
