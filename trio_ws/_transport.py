@@ -47,7 +47,7 @@ class Transport(Protocol):
 class SocketTransport:
     """A connected, non-blocking stdlib TCP socket driven with trio's low-level waits."""
 
-    __slots__ = ("_fast_reads", "sock")
+    __slots__ = ("_fast_reads", "_speculate", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -58,21 +58,26 @@ class SocketTransport:
                 pass
         self.sock = sock
         self._fast_reads = 0
+        self._speculate = True
 
     async def receive_some(self) -> bytes:
         sock = self.sock
-        try:
-            data = sock.recv(RECEIVE_SIZE)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise TransportClosed(str(exc)) from exc
-        else:
-            self._fast_reads += 1
-            if self._fast_reads >= _READS_PER_CHECKPOINT:
-                self._fast_reads = 0
-                await trio.lowlevel.checkpoint()
-            return data
+        if self._speculate:
+            # Read before waiting: when the peer pipelines, data is usually there already
+            # and one scheduler pass is saved. When that guess failed last time (a
+            # request/response peer), wait first and save the failing recv() instead.
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                self._speculate = False
+            except OSError as exc:
+                raise TransportClosed(str(exc)) from exc
+            else:
+                self._fast_reads += 1
+                if self._fast_reads >= _READS_PER_CHECKPOINT:
+                    self._fast_reads = 0
+                    await trio.lowlevel.checkpoint()
+                return data
         self._fast_reads = 0
         while True:
             try:
@@ -80,11 +85,14 @@ class SocketTransport:
             except (trio.ClosedResourceError, OSError) as exc:
                 raise TransportClosed(str(exc)) from exc
             try:
-                return sock.recv(RECEIVE_SIZE)
+                data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise TransportClosed(str(exc)) from exc
+            # A full read suggests more is queued: try reading first next time.
+            self._speculate = len(data) == RECEIVE_SIZE
+            return data
 
     def send_nowait(self, data: bytes) -> int:
         try:

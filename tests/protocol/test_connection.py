@@ -975,9 +975,16 @@ deflate_configs = st.one_of(
 
 
 def send_messages(
-    proto: WebSocketProtocol, messages: list[tuple[bool, list[str] | list[bytes]]]
+    proto: WebSocketProtocol,
+    messages: list[tuple[bool, list[str] | list[bytes]]],
+    *,
+    ping_between: bool = False,
 ) -> list[Event]:
-    """Send each message in its fragments; return the events the peer should see."""
+    """Send each message in its fragments; return the events the peer should see.
+
+    With ``ping_between``, a Ping goes out after every non-final fragment (§5.4: control
+    frames MAY be injected in the middle of a fragmented message).
+    """
     expected: list[Event] = []
     for is_text, fragments in messages:
         last = len(fragments) - 1
@@ -988,6 +995,10 @@ def send_messages(
             else:
                 assert isinstance(fragment, bytes)
                 proto.send_bytes(fragment, final=i == last)
+            if ping_between and i < last:
+                payload = f"{len(expected)}/{i}".encode()
+                proto.send_ping(payload)
+                expected.append(Ping(payload))
         if is_text:
             expected.append(TextMessage("".join(fragments)))  # type: ignore[arg-type]
         else:
@@ -998,23 +1009,30 @@ def send_messages(
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(messages=message_lists, deflate=deflate_configs, client_to_server=st.booleans())
+@given(
+    messages=message_lists,
+    deflate=deflate_configs,
+    client_to_server=st.booleans(),
+    ping_between=st.booleans(),
+)
 def test_messages_round_trip(
     mask_impl: str,
     messages: list[tuple[bool, list[str] | list[bytes]]],
     deflate: PerMessageDeflate | None,
     client_to_server: bool,
+    ping_between: bool,
 ) -> None:
     """Runs once with each masking implementation (the ``mask_impl`` fixture)."""
     assert (_frames.apply_mask is _frames._apply_mask_python) == (mask_impl == "python")
     pair = ProtocolPair(deflate=deflate)
     sender = pair.client if client_to_server else pair.server
-    expected = send_messages(sender, messages)
+    expected = send_messages(sender, messages, ping_between=ping_between)
     # Then close, to check that the stream ends cleanly on a frame boundary.
     sender.send_close(1000, "end")
     expected.append(Close(1000, "end"))
     assert pair.transfer(sender) == expected
-    assert pair.transfer(pair.peer(sender)) == [Close(1000, "")]
+    pongs: list[Event] = [Pong(e.payload) for e in expected if isinstance(e, Ping)]
+    assert pair.transfer(pair.peer(sender)) == [*pongs, Close(1000, "")]
     assert pair.client.state is pair.server.state is ConnectionState.CLOSED
 
 
@@ -1060,6 +1078,41 @@ def test_any_chunking_gives_the_same_events(
     assert replies == [
         (f.opcode, f.payload) for f in parse_frames(whole.data_to_send(), masked=masked)
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.one_of(st.binary(max_size=3000), st.text(max_size=500).map(str.encode)),
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    limit=st.sampled_from([None, 0, 100, 3000]),
+    wbits=st.integers(9, 15),
+)
+def test_compressed_stream_split_anywhere(
+    data: bytes, cuts: list[int], limit: int | None, wbits: int
+) -> None:
+    """RFC 7692 §6.1: a compressed message may be cut into fragments at any byte.
+
+    Whatever the cuts, the message is accepted when it fits the limit and refused with 1009
+    when it does not; a Ping sits between every two fragments.
+    """
+    compressed = deflate_raw(data, wbits=wbits)
+    bounds = sorted({0, len(compressed), *(c % (len(compressed) + 1) for c in cuts)})
+    parts = [compressed[a:b] for a, b in itertools.pairwise(bounds)] or [b""]
+    frames = []
+    for i, part in enumerate(parts):
+        final = i == len(parts) - 1
+        frames.append(raw_frame(Opcode.BINARY if i == 0 else 0, part, fin=final, rsv1=i == 0))
+        if not final:
+            frames.append(raw_frame(Opcode.PING, b"%d" % i))
+    deflate = PerMessageDeflate(client_max_window_bits=wbits)
+    proto = server(deflate=deflate, max_message_size=limit)
+    pings: list[Event] = [Ping(b"%d" % i) for i in range(len(parts) - 1)]
+    if limit is None or len(data) <= limit:
+        assert feed(proto, *frames) == [*pings, BytesMessage(data)]
+    else:
+        with pytest.raises(RemoteProtocolError) as exc_info:
+            proto.receive_data(b"".join(frames))
+        assert exc_info.value.close_code == CloseCode.MESSAGE_TOO_BIG
 
 
 @settings(max_examples=40, deadline=None)
