@@ -240,9 +240,19 @@ class WebSocketProtocol:
             )
 
     def _decode_part(self, payload: bytes, *, final: bool) -> None:
-        assert self._msg_decoder is not None
+        decoder = self._msg_decoder
+        assert decoder is not None
         try:
-            self._msg_text.append(self._msg_decoder.decode(payload, final))
+            self._msg_text.append(decoder.decode(payload, final))
+            if not final:
+                # The decoder holds an incomplete sequence back without judging it, and a
+                # few prefixes (ED A0: a surrogate, F4 90: beyond U+10FFFF) can already
+                # never be valid. Complete the held bytes with the smallest continuation
+                # byte: if even that fails, fail now, not one fragment later (§8.1).
+                held = decoder.getstate()[0]
+                if len(held) >= 2:
+                    need = (2 if held[0] < 0xE0 else 3 if held[0] < 0xF0 else 4) - len(held)
+                    (held + b"\x80" * need).decode("utf-8")
         except UnicodeDecodeError:
             # Fails as soon as an invalid sequence arrives, even mid-message (§8.1).
             raise RemoteProtocolError(

@@ -1,0 +1,375 @@
+"""The pure model of broadcast queues: sequence numbers, history, replay, buffers, gaps.
+
+Nothing here does I/O or imports trio; time is passed in. :mod:`trio_ws._broadcast` wraps
+these pieces with encoding, sockets and tasks, and the property tests drive them alone.
+
+Theory of operation
+-------------------
+A :class:`History` numbers the messages of one queue 1, 2, 3, ... and keeps the last
+``history`` of them (fewer once they outlive ``ttl``). ``replay(since)`` answers a
+subscriber that asks for everything after ``since``: an optional :class:`Gap` for the part
+no longer kept, then the kept messages, in order.
+
+A :class:`SubscriberBuffer` holds what one subscriber has not been handed yet, one
+:class:`Lane` per queue it is subscribed to, at most ``capacity`` messages in all. Each
+lane is, in order: notices (opaque bytes, e.g. the ``subscribed`` reply), at most one
+pending :class:`Gap`, then messages with consecutive sequence numbers (retracted ones
+included; they are skipped when taken). Because the pending gap always ends right before
+the lane's first message, dropping the oldest message simply extends the gap: every range a
+subscriber misses is reported once, exactly.
+
+:meth:`SubscriberBuffer.offer` applies the queue's overflow policy when the buffer is full:
+
+* ``drop``: the subscriber skips ahead. The oldest waiting message *of the same queue* is
+  discarded to make room (or, when none of that queue is waiting, the new one); the
+  discarded range joins the lane's pending gap, sent before the next message of the queue.
+* ``disconnect``: nothing is changed; the caller closes the subscriber (1013).
+
+:meth:`SubscriberBuffer.take_round` is the priority and quota rule of the Push Framework.
+One *round* visits the lanes from the highest ``priority`` to the lowest (equal priorities
+in the order they were subscribed) and takes from each its notices, its gap and then at
+most ``quota`` messages (``None``: all of them). A writer takes one round per write, so
+under load each round delivers ``quota`` messages of every busy queue, highest priority
+first: the proportion of two saturated queues is the proportion of their quotas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Hashable, Iterable
+from typing import Literal, NamedTuple
+
+__all__ = [
+    "MAX_QUEUE_NAME_LENGTH",
+    "Gap",
+    "History",
+    "Lane",
+    "Message",
+    "Policy",
+    "QueueError",
+    "RateLimiter",
+    "SubscriberBuffer",
+    "check_queue_name",
+]
+
+Policy = Literal["drop", "disconnect"]
+POLICIES: tuple[Policy, ...] = ("drop", "disconnect")
+
+# PROTOCOL.md: "Group names follow the rules of pseudonyms but may be up to 64 characters."
+MAX_QUEUE_NAME_LENGTH = 64
+_QUEUE_NAME_RE = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_QUEUE_NAME_LENGTH}}}")
+
+
+class QueueError(Exception):
+    """A refused queue operation; ``code`` is the protocol's ``error`` code.
+
+    Codes: ``bad_group`` (a name breaking the rules), ``unknown_group`` (no such queue and
+    dynamic queues are off), ``too_many_groups`` (the queue limit is reached) and
+    ``rate_limited`` (the queue's publish rate is exceeded).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_queue_name(name: object) -> str:
+    """Return ``name`` if it is 1-64 characters of ``A-Z a-z 0-9 _ . -``, else raise."""
+    if not isinstance(name, str) or _QUEUE_NAME_RE.fullmatch(name) is None:
+        raise QueueError(
+            "bad_group",
+            f"group names are 1-{MAX_QUEUE_NAME_LENGTH} characters of A-Z a-z 0-9 _ . -",
+        )
+    return name
+
+
+class Message:
+    """One published message, shared by the history and every buffer that holds it.
+
+    ``frame`` is the encoded, uncompressed WebSocket frame; ``compressed`` caches the
+    permessage-deflate frames by window size (filled by the I/O layer).
+    """
+
+    __slots__ = ("compressed", "frame", "key", "opcode", "payload", "retracted", "seq", "time")
+
+    def __init__(
+        self,
+        seq: int,
+        frame: bytes,
+        *,
+        payload: bytes = b"",
+        opcode: int = 1,
+        key: str | None = None,
+        time: float = 0.0,
+    ) -> None:
+        self.seq = seq
+        self.frame = frame
+        self.payload = payload
+        self.opcode = opcode
+        self.key = key
+        self.time = time
+        self.retracted = False
+        self.compressed: dict[int, bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Message {self.seq}{' retracted' if self.retracted else ''}>"
+
+
+class Gap(NamedTuple):
+    """Messages ``first`` to ``last`` (inclusive) of a queue that a subscriber missed."""
+
+    first: int
+    last: int
+
+
+class History:
+    """Sequence numbers and the last ``size`` messages of one queue.
+
+    Args:
+        size: how many messages are kept for replay (0 keeps none).
+        ttl: seconds after which a kept message is no longer replayed (``None``: never).
+    """
+
+    def __init__(self, size: int = 100, *, ttl: float | None = None) -> None:
+        if size < 0:
+            raise ValueError(f"history must be >= 0, not {size}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be positive or None, not {ttl}")
+        self.size = size
+        self.ttl = ttl
+        self.seq = 0
+        self.kept: deque[Message] = deque()
+        self._keyed: dict[str, deque[Message]] = {}
+
+    def next_seq(self) -> int:
+        """The number the next message will get."""
+        return self.seq + 1
+
+    def append(self, message: Message) -> None:
+        """Record the message numbered :meth:`next_seq` and evict what falls out."""
+        assert message.seq == self.seq + 1, (message.seq, self.seq)
+        self.seq = message.seq
+        if self.size == 0:
+            return
+        kept = self.kept
+        kept.append(message)
+        if message.key is not None:
+            self._keyed.setdefault(message.key, deque()).append(message)
+        if len(kept) > self.size:
+            old = kept.popleft()
+            if old.key is not None:
+                same = self._keyed.get(old.key)
+                if same and same[0] is old:
+                    same.popleft()
+                    if not same:
+                        del self._keyed[old.key]
+
+    def retract(self, key: str) -> int:
+        """Kill the kept messages published with ``key``; return how many were live.
+
+        Retracted messages are neither replayed nor handed out of any buffer that still
+        holds them. A message older than the history window can no longer be retracted.
+        """
+        same = self._keyed.pop(key, None)
+        if not same:
+            return 0
+        count = 0
+        for message in same:
+            if not message.retracted:
+                message.retracted = True
+                count += 1
+        return count
+
+    def replay(self, since: int, now: float = 0.0) -> tuple[Gap | None, list[Message]]:
+        """What a subscriber asking for everything after ``since`` gets before the live stream.
+
+        Returns the gap (the part of ``since+1 .. seq`` no longer kept, or expired), then the
+        kept messages after ``since`` in order, retracted ones included (they are skipped
+        when handed out). ``since`` at or beyond the last seq replays nothing.
+        """
+        since = max(since, 0)
+        if since >= self.seq:
+            return None, []
+        kept = self.kept
+        start = len(kept)  # index of the first kept message after since
+        for index in range(len(kept) - 1, -1, -1):
+            if kept[index].seq <= since:
+                break
+            start = index
+        if self.ttl is not None:
+            deadline = now - self.ttl
+            while start < len(kept) and kept[start].time < deadline:
+                start += 1
+        messages = [kept[i] for i in range(start, len(kept))]
+        first = messages[0].seq if messages else self.seq + 1
+        gap = Gap(since + 1, first - 1) if first > since + 1 else None
+        return gap, messages
+
+
+class RateLimiter:
+    """At most ``count`` events per sliding ``period`` seconds."""
+
+    __slots__ = ("_times", "count", "period")
+
+    def __init__(self, count: int, period: float) -> None:
+        if count <= 0 or period <= 0:
+            raise ValueError(f"a rate needs a positive count and period, not {count}/{period}")
+        self.count = count
+        self.period = period
+        self._times: deque[float] = deque()
+
+    def allow(self, now: float) -> bool:
+        """Record an event at ``now`` if the rate allows it; return whether it did."""
+        times = self._times
+        while times and now - times[0] >= self.period:
+            times.popleft()
+        if len(times) >= self.count:
+            return False
+        times.append(now)
+        return True
+
+
+class Lane:
+    """What one subscriber has not been handed yet from one queue (see the module doc)."""
+
+    __slots__ = ("gap", "messages", "notices", "order", "priority", "quota", "queue")
+
+    def __init__(self, queue: Hashable, *, priority: int, quota: int | None, order: int) -> None:
+        self.queue = queue
+        self.priority = priority
+        self.quota = quota
+        self.order = order
+        self.notices: list[bytes] = []
+        self.gap: Gap | None = None
+        self.messages: deque[Message] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self.notices or self.gap is not None or self.messages)
+
+    def position(self, last_seq: int) -> int:
+        """The last seq handed out of this lane (everything after it is still owed)."""
+        if self.gap is not None:
+            return self.gap.first - 1
+        if self.messages:
+            return self.messages[0].seq - 1
+        return last_seq
+
+    def miss(self, seq: int) -> None:
+        """Add ``seq`` (the next one after the pending gap) to the pending gap."""
+        gap = self.gap
+        self.gap = Gap(seq, seq) if gap is None else Gap(gap.first, seq)
+
+
+Item = Message | Gap | bytes
+"""What a buffer hands out: a message, a gap notice, or an opaque notice frame."""
+
+OFFERED, DROPPED, OVERFLOW = 0, 1, 2
+"""Results of :meth:`SubscriberBuffer.offer`."""
+
+
+class SubscriberBuffer:
+    """One subscriber's waiting messages, one :class:`Lane` per queue, bounded in all.
+
+    Args:
+        capacity: messages that may wait in all lanes together (notices and gaps aside).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, not {capacity}")
+        self.capacity = capacity
+        self.size = 0
+        self.lanes: dict[Hashable, Lane] = {}
+        self._order: list[Lane] = []
+        self._subscriptions = 0
+
+    def __bool__(self) -> bool:
+        """Whether anything at all is waiting."""
+        return any(self._order)
+
+    def add_lane(
+        self,
+        queue: Hashable,
+        *,
+        priority: int = 0,
+        quota: int | None = None,
+        notices: Iterable[bytes] = (),
+        gap: Gap | None = None,
+        messages: Iterable[Message] = (),
+    ) -> Lane:
+        """Subscribe: a new lane holding the replay (which may exceed the capacity once)."""
+        assert queue not in self.lanes
+        self._subscriptions += 1
+        lane = Lane(queue, priority=priority, quota=quota, order=self._subscriptions)
+        lane.notices.extend(notices)
+        lane.gap = gap
+        lane.messages.extend(messages)
+        self.size += len(lane.messages)
+        self.lanes[queue] = lane
+        self._order.append(lane)
+        self._order.sort(key=lambda ln: (-ln.priority, ln.order))
+        return lane
+
+    def remove_lane(self, queue: Hashable) -> Lane | None:
+        """Unsubscribe: forget everything waiting from ``queue``."""
+        lane = self.lanes.pop(queue, None)
+        if lane is not None:
+            self._order.remove(lane)
+            self.size -= len(lane.messages)
+        return lane
+
+    def clear(self) -> None:
+        """Forget every lane."""
+        self.lanes.clear()
+        self._order.clear()
+        self.size = 0
+
+    def offer(self, lane: Lane, message: Message, policy: Policy) -> int:
+        """Queue a live message; return OFFERED, DROPPED (policy drop) or OVERFLOW.
+
+        OVERFLOW (policy ``disconnect`` on a full buffer) changes nothing: the caller is
+        expected to close the subscriber.
+        """
+        if self.size < self.capacity:
+            lane.messages.append(message)
+            self.size += 1
+            return OFFERED
+        if policy == "disconnect":
+            return OVERFLOW
+        messages = lane.messages
+        if messages:
+            lane.miss(messages.popleft().seq)
+            messages.append(message)
+        else:
+            lane.miss(message.seq)
+        return DROPPED
+
+    def take_round(self) -> list[Item]:
+        """Hand out one round: every lane by priority, at most ``quota`` messages each."""
+        out: list[Item] = []
+        for lane in self._order:
+            if lane.notices:
+                out.extend(lane.notices)
+                lane.notices.clear()
+            if lane.gap is not None:
+                out.append(lane.gap)
+                lane.gap = None
+            messages = lane.messages
+            if not messages:
+                continue
+            quota = lane.quota
+            if quota is None or quota >= len(messages):
+                taken = len(messages)
+                out.extend(m for m in messages if not m.retracted)
+                messages.clear()
+            else:
+                taken = 0
+                while messages and taken < quota:
+                    message = messages.popleft()
+                    taken += 1
+                    if not message.retracted:
+                        out.append(message)
+            self.size -= taken
+        return out
