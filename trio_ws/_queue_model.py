@@ -365,11 +365,12 @@ class SubscriberBuffer:
                 out.extend(m for m in messages if not m.retracted)
                 messages.clear()
             else:
-                taken = 0
-                while messages and taken < quota:
+                taken = given = 0
+                while messages and given < quota:
                     message = messages.popleft()
                     taken += 1
                     if not message.retracted:
                         out.append(message)
+                        given += 1
             self.size -= taken
         return out

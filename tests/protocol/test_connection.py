@@ -350,10 +350,14 @@ def test_invalid_utf8_mid_message_fails_before_the_final_fragment(bad: bytes) ->
 )
 def test_invalid_prefix_at_the_end_of_a_fragment_fails_at_once(prefix: bytes) -> None:
     # The decoder holds an incomplete sequence back; these prefixes can never become valid.
-    assert_fails(server(), raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False), CloseCode.INVALID_DATA)
+    assert_fails(
+        server(), raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False), CloseCode.INVALID_DATA
+    )
 
 
-@pytest.mark.parametrize("prefix", [b"\xe2\x82", b"\xf0\x9f", b"\xf0\x9f\x98", b"\xed\x9f", b"\xe2"])
+@pytest.mark.parametrize(
+    "prefix", [b"\xe2\x82", b"\xf0\x9f", b"\xf0\x9f\x98", b"\xed\x9f", b"\xe2"]
+)
 def test_valid_prefix_at_the_end_of_a_fragment_is_kept(prefix: bytes) -> None:
     proto = server()
     assert feed(proto, raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False)) == []
