@@ -35,7 +35,8 @@ discarded, but it calibrates how many passes make a run last about ``--target`` 
 (0.3 by default) for that contender. The contenders differ by up to an order of magnitude,
 so one shared message count would leave the fast one with runs too short to time or the slow
 one with runs far too long. Each measurement is then repeated ``--reps`` times (the
-contenders take turns inside each repetition) and the median rate is reported. The garbage
+contenders take turns inside each repetition) and the median rate is reported; a ratio is
+the median of the per-repetition ratios, which pairs runs made seconds apart. The garbage
 collector is off while the clock runs.
 
 MB/s counts message payload bytes (10^6 bytes per MB), not frame headers or mask keys.
@@ -312,8 +313,10 @@ def timed(fn: Callable[[int], int], repeat: int) -> tuple[int, float]:
         gc.enable()
 
 
-def measure(runs: dict[str, Callable[[int], int]], reps: int, target: float) -> dict[str, float]:
-    """Median messages per second for each contender.
+def measure(
+    runs: dict[str, Callable[[int], int]], reps: int, target: float
+) -> dict[str, list[float]]:
+    """Messages per second of each contender, one value per repetition.
 
     ``runs[name](repeat)`` does ``repeat`` passes of N messages and returns how many it did.
     """
@@ -327,13 +330,22 @@ def measure(runs: dict[str, Callable[[int], int]], reps: int, target: float) -> 
                 repeat[name] = max(1, round(target / seconds))
             else:
                 rates[name].append(messages / seconds)
-    return {name: statistics.median(values) for name, values in rates.items()}
+    return rates
+
+
+def paired_ratio(rates: dict[str, list[float]], name: str) -> float:
+    """Median over repetitions of ``name``'s rate / wsproto's rate in the same repetition.
+
+    Runs of one repetition are seconds apart, so pairing them cancels most of the drift a
+    shared machine adds (frequency changes, busy neighbours) better than a ratio of medians.
+    """
+    return statistics.median(x / y for x, y in zip(rates[name], rates["wsproto"], strict=True))
 
 
 def bench_size(
     size: int, text: bool, n: int, reps: int, target: float
-) -> list[tuple[str, dict[str, float]]]:
-    """Verify, then time every direction for one message size: (direction, msg/s) rows."""
+) -> list[tuple[str, dict[str, list[float]]]]:
+    """Verify, then time every direction for one message size: (direction, rates) rows."""
     payloads = make_payloads(size, text)
     chunks = build_client_stream(payloads, n)
     verify(chunks, payloads, n)
@@ -405,7 +417,7 @@ def main() -> None:
     print(header_line())
     print(
         f"median of {args.reps} runs of ~{target:g} s per cell; reads of {READ_SIZE // KIB} KiB; "
-        "MB = 10^6 payload bytes; ratio = trio_ws / wsproto; "
+        "MB = 10^6 payload bytes; ratio = trio_ws / wsproto (median of per-rep ratios); "
         "py-mask = trio_ws with its pure-Python masking"
     )
     print()
@@ -420,13 +432,14 @@ def main() -> None:
         if args.quick:
             n = max(1, n // 10)
         label = f"{size_label(size)} {'text' if text else 'binary'}"
-        for direction, per_second in bench_size(size, text, n, args.reps, target):
-            ws, tw, py = per_second["wsproto"], per_second["trio_ws"], per_second["trio_ws/py-mask"]
+        for direction, rates in bench_size(size, text, n, args.reps, target):
+            ws, tw, py = (statistics.median(rates[name]) for name, _ in CONTENDERS)
             print(
                 f"| {label} | {direction} "
                 f"| {rate(tw)} | {rate(tw * size / 1e6)} "
                 f"| {rate(ws)} | {rate(ws * size / 1e6)} "
-                f"| {tw / ws:.2f}x | {rate(py)} | {py / ws:.2f}x |",
+                f"| {paired_ratio(rates, 'trio_ws'):.2f}x "
+                f"| {rate(py)} | {paired_ratio(rates, 'trio_ws/py-mask'):.2f}x |",
                 flush=True,
             )
     print()

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -151,6 +152,19 @@ class _ServiceEntry:
     calls: int = 0
     errors: int = 0
     seconds: float = 0.0
+    recent: deque[float] = attrs.field(factory=lambda: deque(maxlen=1024))
+    """Durations of the latest calls, for percentiles (the Push Framework profiler)."""
+
+
+@attrs.frozen
+class ServiceStatistics:
+    """Calls and time spent in one service."""
+
+    calls: int
+    errors: int
+    mean_seconds: float
+    p99_seconds: float
+    """Over the latest 1,024 calls."""
 
 
 def _field_error(message: dict[str, Any], fields: FieldTypes) -> str | None:
@@ -219,7 +233,8 @@ class App:
         self._services: dict[str, _ServiceEntry] = {}
         self._binary: Service | None = None
         self._background: list[Callable[[], Awaitable[None]]] = []
-        self._started = time.time()
+        self.started_at = time.time()
+        self.stats_providers: list[Callable[[], dict[str, Any]]] = []
         self._on_connect: list[Callable[[Client], Awaitable[None]]] = []
         self._on_disconnect: list[Callable[[Client], Awaitable[None] | None]] = []
 
@@ -258,6 +273,31 @@ class App:
         """Decorator: run ``job()`` in the server's nursery while it serves."""
         self._background.append(job)
         return job
+
+    def websocket(
+        self, path: str
+    ) -> Callable[[Callable[[WebSocketConnection], Awaitable[None]]], Any]:
+        """Decorator: a raw WebSocket endpoint at ``path`` (no login, no services).
+
+        The handler receives the :class:`WebSocketConnection`; when it returns, the
+        connection is closed.
+        """
+
+        def register(handler: Callable[[WebSocketConnection], Awaitable[None]]) -> Any:
+            self.server.ws_routes[path] = handler
+            return handler
+
+        return register
+
+    def service_statistics(self) -> dict[str, ServiceStatistics]:
+        """Per service: calls, errors, mean and p99 duration."""
+        result = {}
+        for type_, entry in self._services.items():
+            recent = sorted(entry.recent)
+            p99 = recent[min(len(recent) - 1, int(len(recent) * 0.99))] if recent else 0.0
+            mean = entry.seconds / entry.calls if entry.calls else 0.0
+            result[type_] = ServiceStatistics(entry.calls, entry.errors, mean, p99)
+        return result
 
     def on_disconnect(self, hook: Callable[[Client], Awaitable[None] | None]) -> None:
         """Call ``hook(client)`` when a logged-in client's connection ends."""
@@ -430,8 +470,10 @@ class App:
             )
         finally:
             if entry is not None:
+                elapsed = time.perf_counter() - started
                 entry.calls += 1
-                entry.seconds += time.perf_counter() - started
+                entry.seconds += elapsed
+                entry.recent.append(elapsed)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -443,7 +485,7 @@ class App:
             "clients": len(self.clients),
             "accepting": stats.accepting,
             "broker": "memory",
-            "uptime_seconds": round(time.time() - self._started, 3),
+            "uptime_seconds": round(time.time() - self.started_at, 3),
         }
         return HttpResponse(200, json.dumps(body) + "\n", "application/json")
 
@@ -472,6 +514,9 @@ class App:
             "# HELP trio_ws_received_bytes_total Bytes received on WebSocket connections.",
             "# TYPE trio_ws_received_bytes_total counter",
             f"trio_ws_received_bytes_total {stats.bytes_in}",
+            "# HELP trio_ws_sent_bytes_total Bytes sent on WebSocket connections.",
+            "# TYPE trio_ws_sent_bytes_total counter",
+            f"trio_ws_sent_bytes_total {stats.bytes_out}",
             "# HELP trio_ws_http_requests_total Plain HTTP requests answered.",
             "# TYPE trio_ws_http_requests_total counter",
             f"trio_ws_http_requests_total {stats.http_requests}",

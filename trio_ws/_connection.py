@@ -93,10 +93,12 @@ class WebSocketConnection:
         self._draining = False
         self._drained: trio.Event | None = None
         self._closed: ConnectionClosed | None = None
+        self._aborted = False  # the transport was dropped: nothing more can be written
         self._pong_waiters: dict[bytes, trio.Event] = {}
         self._inbox: deque[Message] = deque()
         self._error: RemoteProtocolError | None = None
         self.bytes_in = 0
+        self.bytes_out = 0
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} {self.remote or ''} {self.state.name}>"
@@ -219,10 +221,12 @@ class WebSocketConnection:
         """Write or queue ``data`` without waiting; return True if nothing is left pending.
 
         Bytes that do not fit stay queued, in order; the next writer (or a task calling
-        :meth:`drain`) sends them.
+        :meth:`drain`) sends them. After a Close was received the protocol's reply still
+        goes out; only a dropped transport refuses bytes.
         """
-        if self._closed is not None:
-            raise self._closed
+        if self._aborted:
+            raise self._closed_error()
+        self.bytes_out += len(data)
         if self._pending:
             self._pending.append(data)
             self._pending_size += len(data)
@@ -249,12 +253,22 @@ class WebSocketConnection:
     async def _drain(self) -> None:
         self._draining = True
         pending = self._pending
+        # The drainer waits on the peer too: it gets the same bounded wait as the writers
+        # queued behind it, or one peer that never reads would hold its sender forever.
+        deadline = trio.current_time() + (
+            self.send_timeout if self.send_timeout is not None else float("inf")
+        )
         try:
             while pending:
                 chunk = pending[0] if len(pending) == 1 else b"".join(pending)
                 pending.clear()
                 self._pending_size = 0
-                await self.transport.send_all(chunk)
+                with trio.move_on_at(deadline) as scope:
+                    await self.transport.send_all(chunk)
+                if scope.cancelled_caught:
+                    log.info("#%d send timeout: the peer does not read, closing", self.id)
+                    self._broken(CloseCode.POLICY_VIOLATION, "send timeout")
+                    raise self._closed_error()
         except TransportClosed:
             self._broken()
             raise self._closed_error() from None
@@ -288,6 +302,7 @@ class WebSocketConnection:
         self._broken(code, reason)
 
     def _broken(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        self._aborted = True
         self._finish(ConnectionClosed(code, reason))
         if self.protocol.state is not ConnectionState.CLOSED:
             self.protocol.receive_eof()

@@ -118,10 +118,11 @@ class Message:
 
 
 class Gap(NamedTuple):
-    """Messages ``first`` to ``last`` (inclusive) of a queue that a subscriber missed."""
+    """Messages ``first`` to ``last`` (inclusive) of ``queue`` that a subscriber missed."""
 
     first: int
     last: int
+    queue: Hashable = None
 
 
 class History:
@@ -259,7 +260,7 @@ class Lane:
     def miss(self, seq: int) -> None:
         """Add ``seq`` (the next one after the pending gap) to the pending gap."""
         gap = self.gap
-        self.gap = Gap(seq, seq) if gap is None else Gap(gap.first, seq)
+        self.gap = Gap(seq, seq, self.queue) if gap is None else Gap(gap.first, seq, self.queue)
 
 
 Item = Message | Gap | bytes
@@ -304,7 +305,7 @@ class SubscriberBuffer:
         self._subscriptions += 1
         lane = Lane(queue, priority=priority, quota=quota, order=self._subscriptions)
         lane.notices.extend(notices)
-        lane.gap = gap
+        lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
         lane.messages.extend(messages)
         self.size += len(lane.messages)
         self.lanes[queue] = lane

@@ -75,6 +75,7 @@ class ServerStatistics:
     messages_in: int
     messages_out: int
     bytes_in: int
+    bytes_out: int
     accepting: bool
 
 
@@ -138,6 +139,8 @@ class Server:
         config: limits and timeouts.
         router: answers plain HTTP requests; by default everything is 404.
         ws_path: the path WebSocket upgrades are accepted on (``None``: any path).
+        ws_routes: more WebSocket endpoints, each with its own handler, by exact path
+            (e.g. a stats stream beside the application's endpoint).
         select_subprotocol: picks one of the offered subprotocols, or ``None``.
     """
 
@@ -148,12 +151,14 @@ class Server:
         config: ServerConfig | None = None,
         router: HttpRouter | None = None,
         ws_path: str | None = None,
+        ws_routes: dict[str, Handler] | None = None,
         select_subprotocol: SubprotocolSelector | None = None,
     ) -> None:
         self.handler = handler
         self.config = config or ServerConfig()
         self.router = router or HttpRouter()
         self.ws_path = ws_path
+        self.ws_routes: dict[str, Handler] = dict(ws_routes or {})
         self.select_subprotocol = select_subprotocol
         self.connections: set[WebSocketConnection] = set()
         self._scopes: set[trio.CancelScope] = set()
@@ -166,6 +171,7 @@ class Server:
         self._closed_messages_in = 0
         self._closed_messages_out = 0
         self._closed_bytes_in = 0
+        self._closed_bytes_out = 0
         self._all_done: trio.Event | None = None
         self.addresses: list[str] = []
 
@@ -196,6 +202,7 @@ class Server:
             messages_in=self._closed_messages_in + sum(c.messages_in for c in conns),
             messages_out=self._closed_messages_out + sum(c.messages_out for c in conns),
             bytes_in=self._closed_bytes_in + sum(c.bytes_in for c in conns),
+            bytes_out=self._closed_bytes_out + sum(c.bytes_out for c in conns),
             accepting=self.accepting,
         )
 
@@ -415,7 +422,11 @@ class Server:
 
     def _refusal(self, request: Request) -> tuple[int, str] | None:
         """Path, Origin and capacity checks of an upgrade request."""
-        if self.ws_path is not None and request.path != self.ws_path:
+        if (
+            self.ws_path is not None
+            and request.path != self.ws_path
+            and request.path not in self.ws_routes
+        ):
             return 404, "no WebSocket endpoint here\n"
         origin = request.origin
         if origin is not None and not self._origin_allowed(origin, request.host):
@@ -500,6 +511,7 @@ class Server:
             self._closed_messages_in += conn.messages_in
             self._closed_messages_out += conn.messages_out
             self._closed_bytes_in += conn.bytes_in
+            self._closed_bytes_out += conn.bytes_out
             log.info(
                 "#%d closed %s (%d%s)",
                 conn.id,
@@ -510,7 +522,7 @@ class Server:
 
     async def _run_handler(self, conn: WebSocketConnection) -> None:
         try:
-            await self.handler(conn)
+            await self.ws_routes.get(conn.request.path if conn.request else "", self.handler)(conn)
         except ConnectionClosed:
             pass
         except Exception:
