@@ -6,6 +6,7 @@ A request that is not a WebSocket upgrade is answered once and the connection cl
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -13,6 +14,8 @@ from importlib import resources
 import attrs
 
 from .protocol._handshake import Request, build_response
+
+log = logging.getLogger("trio_ws.http")
 
 
 @attrs.frozen
@@ -80,6 +83,10 @@ class HttpRouter:
         elif request.method not in ("GET", "HEAD"):
             response = HttpResponse(405, "method not allowed\n", headers=(("Allow", "GET, HEAD"),))
         else:
-            result = route(request)
-            response = result if isinstance(result, HttpResponse) else await result
+            try:
+                result = route(request)
+                response = result if isinstance(result, HttpResponse) else await result
+            except Exception:
+                log.exception("route %s failed", request.path)
+                response = HttpResponse(500, "internal server error\n")
         return response.status, response.encode(head_only=request.method == "HEAD")

@@ -1,6 +1,8 @@
-"""The demo's services: echo, routed and the application ping of the wire protocol.
+"""The demo application: the wire protocol of ``docs/protocol.md`` as trio_ws services.
 
-``docs/protocol.md`` is the contract; every service here implements one row of it.
+Echo, routed, grouped, streamed and the application ping, plus ``who`` (the names of
+connected clients, for the page's recipient picker), the page at ``/``, the dashboard at
+``/dashboard`` and its statistics stream at ``/stats``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,24 @@ from typing import Any
 from .._app import App, Client
 from .._config import ServerConfig
 from .._http import static_resource
+from .._stats import stats_endpoint
+
+_PACKAGE = __package__ or "trio_ws.demo"
+_STATIC = {
+    "/": "static/index.html",
+    "/app.js": "static/app.js",
+    "/style.css": "static/style.css",
+    "/dashboard": "static/dashboard.html",
+    "/dashboard.js": "static/dashboard.js",
+}
 
 
-def create_app(*, config: ServerConfig | None = None) -> App:
-    """Build the demo app: unique pseudonyms, the services, the page at ``/``."""
+def create_app(*, config: ServerConfig | None = None, dashboard_token: str | None = None) -> App:
+    """Build the demo app: unique pseudonyms, the services, the page and the dashboard."""
     app = App(config=config, ws_path="/ws")
-    app.router.add("/", static_resource(__package__ or "trio_ws.demo", "static/index.html"))
+    for path, name in _STATIC.items():
+        app.router.add(path, static_resource(_PACKAGE, name))
+    app.websocket("/stats")(stats_endpoint(app, token=dashboard_token))
 
     @app.service("echo", fields={"text": str})
     async def echo(client: Client, message: dict[str, Any]) -> None:
@@ -30,6 +44,10 @@ def create_app(*, config: ServerConfig | None = None) -> App:
     @app.service("ping")
     async def ping(client: Client, _message: dict[str, Any]) -> None:
         await client.send({"type": "pong"})
+
+    @app.service("who")
+    async def who(client: Client, _message: dict[str, Any]) -> None:
+        await client.send({"type": "who", "names": app.clients.names()})
 
     @app.binary
     async def binary_echo(client: Client, data: bytes) -> None:
