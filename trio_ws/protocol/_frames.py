@@ -47,14 +47,54 @@ _unpack_h = struct.Struct("!H").unpack_from
 _unpack_q = struct.Struct("!Q").unpack_from
 
 
+# Below this size one big-integer XOR is the fastest pure-Python mask; above it, four
+# bytes.translate() passes over the strided slices (one per key byte) win, 2x at 1 MiB.
+_TRANSLATE_MIN_SIZE = 512
+_XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
+
+
 def _apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``mask`` repeated, as one big-integer operation."""
+    """XOR ``data`` with the 4-byte ``mask`` repeated, without a per-byte Python loop."""
     n = len(data)
     if n == 0:
         return b""
-    reps, rest = divmod(n, 4)
-    key = mask * reps + mask[:rest]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    if n < _TRANSLATE_MIN_SIZE:
+        reps, rest = divmod(n, 4)
+        key = mask * reps + mask[:rest]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
+            n, "little"
+        )
+    out = bytearray(data)
+    for i in range(4):
+        out[i::4] = out[i::4].translate(_XOR_TABLES[mask[i]])
+    return bytes(out)
+
+
+class _MaskKeys:
+    """Masking keys cut from a pool of system randomness, refilled when used up.
+
+    RFC 6455 §5.3: "The masking key needs to be unpredictable; thus, the masking key MUST
+    be derived from a strong source of entropy". The keys still come from ``os.urandom``;
+    taking 4 KiB at a time saves a system call per frame.
+    """
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos + 4 > len(self._pool):
+            self._pool = os.urandom(4096)
+            pos = 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+
+_mask_keys = _MaskKeys()
+new_mask_key = _mask_keys.next
 
 
 try:  # the optional compiled speedup, built by the standard build backend when a compiler exists
@@ -91,8 +131,8 @@ def encode_frame(
     else:
         head = _pack_10(b0, mbit | 127, n)
     if mask:
-        key = os.urandom(4)
-        return head + key + apply_mask(payload, key)
+        key = new_mask_key()
+        return b"".join((head, key, apply_mask(payload, key)))
     return head + payload
 
 
