@@ -9,7 +9,9 @@ conformance suites and of the benchmarks:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import signal
 
 import trio
 
@@ -21,6 +23,18 @@ async def echo(conn: trio_ws.WebSocketConnection) -> None:
         await conn.send(message)
 
 
+async def serve(server: trio_ws.Server, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully (close 1001)."""
+    # The handlers come first: from the moment the port listens, a signal is a clean stop.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        sockets = trio_ws.bind_sockets(host, port)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(server.serve, listeners=sockets))
+            async for _signum in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -30,9 +44,11 @@ def main() -> None:
     config = trio_ws.ServerConfig(max_message_size=16 << 20, ping_interval=None)
     server = trio_ws.Server(echo, config=config)
     try:
-        trio.run(server.serve, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+        trio.run(serve, server, args.host, args.port)
+    except OSError as exc:  # from bind_sockets: errors inside the nursery come grouped
+        raise SystemExit(
+            f"echo_server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
 
 
 if __name__ == "__main__":

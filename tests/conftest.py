@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,22 +29,48 @@ from trio_ws.demo.app import create_app
 
 
 @asynccontextmanager
-async def running(
-    target: trio_ws.App | trio_ws.Server, **serve_kwargs: Any
-) -> AsyncIterator[str]:
+async def running(target: trio_ws.App | trio_ws.Server, **serve_kwargs: Any) -> AsyncIterator[str]:
     """Serve ``target`` on 127.0.0.1 (a free port) inside the block; yield ``"host:port"``."""
     serve_kwargs.setdefault("host", "127.0.0.1")
     serve_kwargs.setdefault("port", 0)
     host = serve_kwargs.pop("host")
     port = serve_kwargs.pop("port")
     async with trio.open_nursery() as nursery:
-        addresses = await nursery.start(lambda task_status: target.serve(
-            host, port, task_status=task_status, **serve_kwargs
-        ))
+        addresses = await nursery.start(
+            lambda task_status: target.serve(host, port, task_status=task_status, **serve_kwargs)
+        )
         try:
             yield addresses[0]
         finally:
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def stoppable(
+    target: trio_ws.App | trio_ws.Server, **serve_kwargs: Any
+) -> AsyncIterator[tuple[str, Callable[[], Awaitable[None]]]]:
+    """Like :func:`running`, also yielding ``stop()``: cancel serve() and wait until it
+    returns, without cancelling anything else (clients opened in the block live on)."""
+    scope = trio.CancelScope()
+    done = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            with scope:
+                await target.serve("127.0.0.1", 0, task_status=task_status, **serve_kwargs)
+        finally:
+            done.set()
+
+    async def stop() -> None:
+        scope.cancel()
+        await done.wait()
+
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(run)
+        try:
+            yield addresses[0], stop
+        finally:
+            scope.cancel()
 
 
 def demo_app(**config: Any) -> trio_ws.App:
@@ -263,6 +289,16 @@ async def http_exchange(address: str, request: bytes) -> bytes:
         return await client.read_until_eof()
 
 
+async def handshake_response(address: str, request: bytes) -> bytes:
+    """Send an upgrade request; return the response (its head only when it is a 101)."""
+    async with RawClient.open(address) as client:
+        await client.send(request)
+        head = await client.read_head()
+        if head.startswith(b"HTTP/1.1 101 "):
+            return head + b"\r\n\r\n"
+        return head + b"\r\n\r\n" + await client.read_until_eof()
+
+
 def status_of(response: bytes) -> int:
     assert response.startswith(b"HTTP/1.1 "), response[:80]
     return int(response.split(b" ", 2)[1])
@@ -300,18 +336,20 @@ def count_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    with trio.fail_after(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``within`` seconds.
+
+    Polling, because the states waited for (a name released, a socket closed) have no
+    event to wait on from outside the server.
+    """
+    with trio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - see the docstring
             await trio.sleep(0.005)
 
 
 def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
     """Nothing above INFO, and no traceback, was logged."""
-    loud = [
-        r for r in caplog.records if r.levelno > logging.INFO or r.exc_info or r.stack_info
-    ]
+    loud = [r for r in caplog.records if r.levelno > logging.INFO or r.exc_info or r.stack_info]
     assert not loud, [f"{r.levelname} {r.name}: {r.getMessage()}" for r in loud]
 
 

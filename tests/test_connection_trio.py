@@ -7,6 +7,8 @@ Both ends are :class:`WebSocketConnection` objects (one per role) over
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 
 import pytest
@@ -15,10 +17,17 @@ import trio.testing
 
 from trio_ws import ConnectionClosed, WebSocketConnection
 from trio_ws._transport import StreamTransport
+from trio_ws.demo.app import create_app
 from trio_ws.protocol._connection import ConnectionState, WebSocketProtocol
 from trio_ws.protocol._frames import Role
+from trio_ws.protocol._handshake import ClientHandshake
 
 Pair = tuple[WebSocketConnection, WebSocketConnection]
+
+
+def client_close_frame(code: int) -> bytes:
+    """A masked Close frame as a client sends it (RFC 6455 §5.5.1), with a zero mask."""
+    return b"\x88\x82\x00\x00\x00\x00" + code.to_bytes(2, "big")
 
 
 def make_pair(
@@ -93,16 +102,33 @@ async def test_receive_is_cancellable_and_the_connection_stays_usable(
     assert await server.receive() == "later"
 
 
-async def test_close_handshake_both_sides_see_the_code() -> None:
-    client, server = make_pair()
+async def test_close_handshake_both_sides_see_the_code(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = make_pair(close_timeout=5)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.aclose, 1000, "bye")
         with pytest.raises(ConnectionClosed) as info:
             await server.receive()
     assert (info.value.code, info.value.reason) == (1000, "bye")
+    # RFC 6455 §5.5.1: the server echoed the Close, so the client did not wait it out.
+    assert trio.current_time() < 5
+    assert client.protocol.close_received is not None
+    assert client.protocol.close_received.code == 1000
     assert client.closed is not None
     assert client.closed.code == 1000
     assert client.state is ConnectionState.CLOSED
+
+
+async def test_a_close_received_during_a_read_is_answered_even_by_an_idle_receiver() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = WebSocketConnection(StreamTransport(server_stream), WebSocketProtocol(Role.SERVER))
+    await client_stream.send_all(client_close_frame(1001))
+    with pytest.raises(ConnectionClosed) as info:
+        await server.receive()
+    assert info.value.code == 1001
+    reply = await client_stream.receive_some()
+    assert reply[:4] == b"\x88\x02\x03\xe9"  # Close 1001, unmasked (server to client)
 
 
 async def test_async_iteration_ends_on_a_normal_close() -> None:
@@ -195,7 +221,7 @@ async def test_peer_eof_without_close_is_1006() -> None:
 
 
 async def test_abort_wakes_the_reader_side_with_the_code() -> None:
-    client, server = make_pair()
+    _client, server = make_pair()
     server.abort(1011, "keepalive ping timeout")
     with pytest.raises(ConnectionClosed) as info:
         await server.receive()
@@ -231,10 +257,13 @@ async def test_a_peer_that_never_reads_cannot_block_a_sender_forever(
         stream_pair=trio.testing.lockstep_stream_pair, send_timeout=2, write_buffer_size=10
     )
     start = trio.current_time()
-    with pytest.raises(ConnectionClosed):
-        with trio.fail_after(60):
-            for _ in range(10):
-                await server.send("x" * 100)
+
+    async def send_many() -> None:
+        for _ in range(10):
+            await server.send("x" * 100)
+
+    with trio.fail_after(60), pytest.raises(ConnectionClosed):
+        await send_many()
     assert trio.current_time() - start <= 2 + 0.1
     assert server.closed is not None
 
@@ -246,6 +275,7 @@ async def test_other_senders_to_a_slow_peer_time_out_too(
         stream_pair=trio.testing.lockstep_stream_pair, send_timeout=2, write_buffer_size=10
     )
     outcomes: list[str] = []
+    start = trio.current_time()
 
     async def sender() -> None:
         try:
@@ -260,4 +290,182 @@ async def test_other_senders_to_a_slow_peer_time_out_too(
                 nursery.start_soon(sender)
     assert len(outcomes) == 5
     assert "closed" in outcomes
-    assert trio.current_time() <= 2 + 0.1 + autojump_clock.current_time() * 0  # bounded
+    assert trio.current_time() - start <= 2 + 0.1
+
+
+async def test_bytes_fed_from_outside_are_settled_by_the_next_receive() -> None:
+    # What arrived behind the handshake is fed before anyone reads: a protocol error in it
+    # must still close the connection (with its Close sent), not leave receive() waiting.
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = WebSocketConnection(
+        StreamTransport(server_stream), WebSocketProtocol(Role.SERVER, max_message_size=10)
+    )
+    mask = b"\x00\x00\x00\x00"
+    server.feed(b"\x81\x85" + mask + b"hello" + b"\x81\x8b" + mask + b"hello world")
+    assert await server.receive() == "hello"
+    with trio.fail_after(1), pytest.raises(ConnectionClosed) as info:
+        await server.receive()
+    assert info.value.code == 1009
+    reply = await client_stream.receive_some()
+    assert reply[0] == 0x88
+    assert reply[2:4] == b"\x03\xf1"  # Close 1009 (and a reason)
+
+
+async def test_a_close_fed_from_outside_is_answered() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = WebSocketConnection(StreamTransport(server_stream), WebSocketProtocol(Role.SERVER))
+    server.feed(client_close_frame(1000))
+    with trio.fail_after(1), pytest.raises(ConnectionClosed) as info:
+        await server.receive()
+    assert info.value.code == 1000
+    reply = await client_stream.receive_some()
+    assert reply[:4] == b"\x88\x02\x03\xe8"
+
+
+# ---------------------------------------------------------------------------------------
+# The whole server on memory streams, on virtual time: the DESIGN.md defaults exactly
+
+
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener whose connections are memory stream pairs made by :meth:`connect`."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](100)
+
+    async def accept(self) -> trio.abc.Stream:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise trio.ClosedResourceError from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+
+    def connect_raw(self) -> trio.abc.Stream:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        self._send.send_nowait(server_stream)
+        return client_stream
+
+    async def connect(self, target: str = "/ws") -> WebSocketConnection:
+        """Open a WebSocket client connection (no compression) through the listener."""
+        transport = StreamTransport(self.connect_raw())
+        handshake = ClientHandshake("memory", target)
+        await transport.send_all(handshake.data_to_send())
+        response = None
+        while response is None:
+            response = handshake.receive_data(await transport.receive_some())
+        conn = WebSocketConnection(transport, WebSocketProtocol(Role.CLIENT))
+        if handshake.trailing_data:
+            conn.feed(handshake.trailing_data)
+        return conn
+
+
+async def login(conn: WebSocketConnection, name: str) -> None:
+    await conn.send({"type": "login", "name": name})
+    assert json.loads(await conn.receive()) == {"type": "welcome", "name": name}
+
+
+async def test_default_login_time_is_30_seconds(autojump_clock: trio.testing.MockClock) -> None:
+    listener = MemoryListener()
+    app = create_app()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        conn = await listener.connect()
+        start = trio.current_time()
+        with pytest.raises(ConnectionClosed) as info:
+            await conn.receive()
+        assert info.value.code == 1008
+        assert trio.current_time() - start == pytest.approx(30, abs=0.01)
+        nursery.cancel_scope.cancel()
+
+
+async def test_default_handshake_time_is_10_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = MemoryListener()
+    app = create_app()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        stream = listener.connect_raw()
+        await stream.send_all(b"GET /ws HTTP/1.1\r\n")
+        start = trio.current_time()
+        assert await stream.receive_some() == b""  # dropped without a response
+        assert trio.current_time() - start == pytest.approx(10, abs=0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert app.server.statistics().sockets == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_default_keepalive_pings_after_20_s_and_closes_1011_20_s_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = MemoryListener()
+    app = create_app()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        mute = await listener.connect()
+        await login(mute, "mute")
+        mute.protocol.auto_pong = False  # this client will never answer a ping
+        alive = await listener.connect()
+        await login(alive, "alive")
+        start = trio.current_time()
+        alive_task_done = trio.Event()
+
+        async def keep_reading() -> None:
+            with trio.move_on_after(200):
+                await alive.receive()  # answers pings while it waits
+            alive_task_done.set()
+
+        nursery.start_soon(keep_reading)
+        with pytest.raises(ConnectionClosed) as info:
+            await mute.receive()
+        elapsed = trio.current_time() - start
+        assert info.value.code == 1011
+        # Ping after 20 s of silence, close 20 s after an unanswered ping; the keepalive
+        # task checks every interval / 4, so each step may come up to one tick late.
+        assert 40 < elapsed <= 40 + 2 * 20 / 4 + 0.01
+        # The client that answers is still there long after.
+        await alive_task_done.wait()
+        assert alive.closed is None
+        await alive.send({"type": "ping"})
+        assert json.loads(await alive.receive()) == {"type": "pong"}
+        assert app.clients.names() == ["alive"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_shutdown_on_streams_sends_1001_and_keeps_to_the_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = MemoryListener()
+    app = create_app()
+    codes: list[int] = []
+    async with trio.open_nursery() as outer:
+        scope = trio.CancelScope()
+        done = trio.Event()
+
+        async def serve() -> None:
+            with scope:
+                await app.serve(listeners=[listener])
+            done.set()
+
+        outer.start_soon(serve)
+        await trio.testing.wait_all_tasks_blocked()
+        clients = [await listener.connect() for _ in range(5)]
+        for i, conn in enumerate(clients):
+            await login(conn, f"m{i}")
+
+        async def read(conn: WebSocketConnection) -> None:
+            try:
+                await conn.receive()
+            except ConnectionClosed as exc:
+                codes.append(exc.code)
+
+        for conn in clients[:4]:
+            outer.start_soon(read, conn)  # the fifth never reads: no Close reply from it
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        scope.cancel()
+        await done.wait()
+        assert trio.current_time() - start == pytest.approx(5, abs=0.01)  # close_timeout
+    assert codes == [1001] * 4
+    assert len(app.clients) == 0

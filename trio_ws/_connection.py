@@ -97,6 +97,7 @@ class WebSocketConnection:
         self._pong_waiters: dict[bytes, trio.Event] = {}
         self._inbox: deque[Message] = deque()
         self._error: RemoteProtocolError | None = None
+        self._unsettled = False  # fed bytes whose replies and errors are not handled yet
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -125,6 +126,8 @@ class WebSocketConnection:
         """
         inbox = self._inbox
         while True:
+            if self._unsettled:  # bytes fed from outside (handshake leftovers): settle them
+                await self._settle()
             if inbox:
                 self.messages_in += 1
                 return inbox.popleft()
@@ -139,6 +142,11 @@ class WebSocketConnection:
         except TransportClosed:
             data = b""
         self.feed(data)
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """After a feed: flush what the protocol owes the peer, then fail on its error."""
+        self._unsettled = False
         data = self.protocol.data_to_send()
         if data:
             try:
@@ -153,6 +161,7 @@ class WebSocketConnection:
 
         What the protocol owes the peer is flushed by the next read or write.
         """
+        self._unsettled = True
         proto = self.protocol
         if not data:
             proto.receive_eof()

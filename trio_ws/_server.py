@@ -130,6 +130,14 @@ def _origin_host(origin: str) -> str:
     return (rest or origin).rstrip("/").lower()
 
 
+async def _flush(conn: WebSocketConnection) -> None:
+    """Send what a connection has pending, for a writer that could not wait."""
+    try:
+        await conn.drain()
+    except ConnectionClosed:
+        pass
+
+
 class Server:
     """Serves WebSocket connections to a handler, and plain HTTP to a router.
 
@@ -269,13 +277,12 @@ class Server:
             return
         log.info("shutting down: closing %d connection(s)", len(self.connections))
         with trio.move_on_after(self.config.close_timeout):
-            for conn in list(self.connections):
-                if conn.state is ConnectionState.OPEN and conn.closed is None:
-                    try:
-                        conn.protocol.send_close(CloseCode.GOING_AWAY, "server shutdown")
-                        conn.write_nowait(conn.protocol.data_to_send())
-                    except ConnectionClosed:
-                        pass
+            # One task per connection: a TLS stream (or a full socket buffer) needs someone
+            # to wait while the Close goes out; its reader is blocked in receive.
+            async with trio.open_nursery() as closers:
+                for conn in list(self.connections):
+                    if conn.state is ConnectionState.OPEN and conn.closed is None:
+                        closers.start_soon(conn.send_close, CloseCode.GOING_AWAY, "server shutdown")
             while self._scopes:
                 self._all_done = trio.Event()
                 await self._all_done.wait()
@@ -358,23 +365,45 @@ class Server:
         timeout = self.config.ping_timeout or math.inf
         assert interval is not None
         tick = max(min(interval, timeout) / 4, 0.05)
-        while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
-            for conn in list(self.connections):
-                if conn.closed is not None or conn.state is not ConnectionState.OPEN:
-                    continue
-                if conn.ping_sent_at is not None:
-                    if now - conn.ping_sent_at > timeout:
-                        log.info("#%d keepalive timeout", conn.id)
-                        conn.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                elif now - conn.last_received > interval:
-                    conn.ping_sent_at = now
+        async with trio.open_nursery() as flushes:
+            while True:
+                await trio.sleep(tick)
+                self._keepalive_tick(interval, timeout, flushes)
+
+    def _keepalive_tick(self, interval: float, timeout: float, flushes: trio.Nursery) -> None:
+        """Ping the quiet connections, drop those whose ping went unanswered too long."""
+        now = trio.current_time()
+        for conn in list(self.connections):
+            if conn.closed is not None or conn.state is not ConnectionState.OPEN:
+                continue
+            if conn.ping_sent_at is not None:
+                if now - conn.ping_sent_at > timeout:
+                    log.info("#%d keepalive timeout", conn.id)
+                    # Close 1011 (DESIGN.md) in case the peer still reads, then drop the
+                    # connection, whose peer may well be gone.
                     try:
-                        conn.protocol.send_ping(b"keepalive")
-                        conn.write_nowait(conn.protocol.data_to_send())
+                        conn.protocol.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                        if not conn.write_nowait(conn.protocol.data_to_send()):
+                            flushes.start_soon(self._flush_then_abort, conn)
+                            continue
                     except ConnectionClosed:
                         pass
+                    conn.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            elif now - conn.last_received > interval:
+                conn.ping_sent_at = now
+                try:
+                    conn.protocol.send_ping(b"keepalive")
+                    if not conn.write_nowait(conn.protocol.data_to_send()):
+                        # Left pending (always, on TLS): someone must wait to send it.
+                        flushes.start_soon(_flush, conn)
+                except ConnectionClosed:
+                    pass
+
+    async def _flush_then_abort(self, conn: WebSocketConnection) -> None:
+        """Give a keepalive Close that did not fit (always, on TLS) a bounded chance."""
+        with trio.move_on_after(self.config.close_timeout):
+            await _flush(conn)
+        conn.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     # ------------------------------------------------------------------ one connection
 

@@ -129,19 +129,33 @@ class SocketTransport:
 
 
 class StreamTransport:
-    """Any trio stream: ``trio.SSLStream`` for TLS, memory streams in tests."""
+    """Any trio stream: ``trio.SSLStream`` for TLS, memory streams in tests.
 
-    __slots__ = ("_closed", "stream")
+    A generic stream has no synchronous close, so :meth:`abort` cancels whatever receive or
+    send is waiting on it (they raise :class:`TransportClosed`); the owner's :meth:`aclose`
+    then closes the stream itself.
+    """
+
+    __slots__ = ("_closed", "_receive_scope", "_send_scope", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._closed = False
+        self._receive_scope: trio.CancelScope | None = None
+        self._send_scope: trio.CancelScope | None = None
 
     async def receive_some(self) -> bytes:
-        try:
-            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportClosed(str(exc)) from exc
+        if self._closed:
+            raise TransportClosed("transport closed")
+        with trio.CancelScope() as scope:
+            self._receive_scope = scope
+            try:
+                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise TransportClosed(str(exc)) from exc
+            finally:
+                self._receive_scope = None
+        raise TransportClosed("transport aborted")
 
     def send_nowait(self, data: bytes) -> int:
         if self._closed:
@@ -149,10 +163,18 @@ class StreamTransport:
         return 0  # a generic stream has no non-blocking write; the caller awaits send_all
 
     async def send_all(self, data: bytes) -> None:
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportClosed(str(exc)) from exc
+        if self._closed:
+            raise TransportClosed("transport closed")
+        with trio.CancelScope() as scope:
+            self._send_scope = scope
+            try:
+                await self.stream.send_all(data)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise TransportClosed(str(exc)) from exc
+            finally:
+                self._send_scope = None
+        raise TransportClosed("transport aborted")
 
     async def aclose(self) -> None:
         self._closed = True
@@ -167,7 +189,10 @@ class StreamTransport:
 
     def abort(self) -> None:
         self._closed = True
-        # No synchronous close for a generic stream; the owner's aclose() follows.
+        # Wake a task blocked in receive_some() or send_all(); the owner's aclose() follows.
+        for scope in (self._receive_scope, self._send_scope):
+            if scope is not None:
+                scope.cancel()
 
 
 def is_fd_exhaustion(exc: OSError) -> bool:

@@ -10,9 +10,9 @@ import argparse
 import functools
 import logging
 import signal
-import socket
 import ssl
 import sys
+from typing import NoReturn
 
 import trio
 
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"trio-ws-demo: {message}", file=sys.stderr)
     raise SystemExit(1)
 
@@ -90,15 +90,19 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-async def _run(
-    args: argparse.Namespace, sockets: list[socket.socket], context: ssl.SSLContext | None
-) -> None:
-    app = create_app(
-        config=ServerConfig(allowed_origins=tuple(args.allowed_origin)),
-        dashboard_token=args.dashboard_token,
-    )
-    http, ws = ("https", "wss") if context is not None else ("http", "ws")
+async def _run(args: argparse.Namespace, context: ssl.SSLContext | None) -> None:
+    # Signals are caught before the port opens: from the first connection on, SIGINT and
+    # SIGTERM mean a clean shutdown.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            sockets = bind_sockets(args.host, args.port)
+        except OSError as exc:
+            _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        app = create_app(
+            config=ServerConfig(allowed_origins=tuple(args.allowed_origin)),
+            dashboard_token=args.dashboard_token,
+        )
+        http, ws = ("https", "wss") if context is not None else ("http", "ws")
         async with trio.open_nursery() as nursery:
             serve = functools.partial(app.serve, listeners=sockets, ssl_context=context)
             addresses = await nursery.start(serve)
@@ -125,8 +129,4 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     context = _ssl_context(args)
-    try:
-        sockets = bind_sockets(args.host, args.port)
-    except OSError as exc:
-        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    trio.run(_run, args, sockets, context)
+    trio.run(_run, args, context)

@@ -1,0 +1,168 @@
+"""The programs as a user runs them: ``trio-ws-demo`` and ``demos/echo_server.py`` in
+subprocesses, talked to over loopback, stopped with SIGINT and SIGTERM.
+
+Synchronous tests (the ``websockets`` sync client and ``subprocess``); every process is
+killed in ``finally`` whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import websockets.exceptions
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = [str(Path(sys.executable).with_name("trio-ws-demo"))]
+ECHO = [sys.executable, str(ROOT / "demos" / "echo_server.py")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers_http(port: int) -> bool:
+    """Whether the server answers a plain GET: its loop, and so its signal handlers, run.
+
+    (A listening socket alone is not enough: the kernel accepts connections before the
+    program has installed its SIGINT/SIGTERM handling.)
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            return sock.recv(16).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
+
+
+@contextmanager
+def program(command: list[str], port: int) -> Iterator[subprocess.Popen[str]]:
+    """Start ``command --port port``, wait until it accepts connections, kill it at the end."""
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"exited with {proc.returncode}: {out}\n{err}")
+            if answers_http(port):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{command} did not start serving on port {port}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def stop(proc: subprocess.Popen[str], signum: int) -> tuple[str, str]:
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=15)
+    return out, err
+
+
+SIGNALS = pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+
+
+@SIGNALS
+def test_demo_cli_serves_then_exits_cleanly_on_a_signal(signum: int) -> None:
+    port = free_port()
+    with program(DEMO, port) as proc:
+        url = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["status"] == "ok"
+        with urllib.request.urlopen(f"{url}/", timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/html")
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+            ws.send(json.dumps({"type": "login", "name": "cli"}))
+            assert json.loads(ws.recv(timeout=5)) == {"type": "welcome", "name": "cli"}
+            ws.send(json.dumps({"type": "echo", "text": "over the wire"}))
+            assert json.loads(ws.recv(timeout=5)) == {"type": "echo", "text": "over the wire"}
+            ws.send(b"\x01\x02")
+            assert ws.recv(timeout=5) == b"\x01\x02"
+            proc.send_signal(signum)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                ws.recv(timeout=10)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1001
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+    assert "Traceback" not in out + err
+    assert "shutting down" in out
+
+
+@SIGNALS
+def test_echo_server_serves_then_exits_cleanly_on_a_signal(signum: int) -> None:
+    port = free_port()
+    with program(ECHO, port) as proc:
+        with connect(f"ws://127.0.0.1:{port}/", open_timeout=5) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=5) == "hello"
+            ws.send(b"\x00" * 100_000)
+            assert ws.recv(timeout=5) == b"\x00" * 100_000
+            proc.send_signal(signum)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                ws.recv(timeout=10)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1001
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+    assert "Traceback" not in out + err
+
+
+@SIGNALS
+def test_idle_programs_exit_cleanly(signum: int) -> None:
+    for command in (DEMO, ECHO):
+        with program(command, free_port()) as proc:
+            out, err = stop(proc, signum)
+            assert proc.returncode == 0, err
+            assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("command", [DEMO, ECHO], ids=["trio-ws-demo", "echo_server"])
+def test_port_in_use_is_a_one_line_error(command: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.Popen(
+            [*command, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode != 0
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert str(port) in lines[0]
+    assert "in use" in lines[0].lower()
