@@ -494,3 +494,24 @@ async def test_a_burst_of_routed_messages_arrives_in_order(demo: tuple[App, str]
             for i in range(200):
                 assert await receive_json(b) == {"type": "routed", "from": "a", "text": str(i)}
     await wait_until(lambda: len(app.clients) == 0)
+
+
+async def test_rate_limit_answers_rate_limited_and_recovers() -> None:
+    app = demo_app(rate_limit=(5, 0.5))
+    with trio.fail_after(10):
+        async with running(app) as address, logged_in(address, "Fast") as conn:
+            for i in range(8):  # a burst: 5 pass, 3 are refused
+                await conn.send({"type": "echo", "text": str(i)})
+            replies = [await receive_json(conn) for _ in range(8)]
+            assert [r["text"] for r in replies if r["type"] == "echo"] == ["0", "1", "2", "3", "4"]
+            assert [r.get("code") for r in replies if r["type"] == "error"] == ["rate_limited"] * 3
+            await trio.sleep(0.3)  # tokens refill at 10 per second
+            await conn.send({"type": "echo", "text": "again"})
+            assert await receive_json(conn) == {"type": "echo", "text": "again"}
+
+
+def test_rate_limit_is_validated() -> None:
+    with pytest.raises(ValueError, match="rate_limit"):
+        trio_ws.ServerConfig(rate_limit=(0, 1.0))
+    with pytest.raises(ValueError, match="rate_limit"):
+        trio_ws.ServerConfig(rate_limit=(5, 0.0))

@@ -145,6 +145,27 @@ class ClientRegistry:
             del self._clients[key]
 
 
+class _TokenBucket:
+    """``rate`` tokens per ``period`` seconds, at most ``rate`` saved up."""
+
+    __slots__ = ("_per_second", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: int, period: float) -> None:
+        self._rate = float(rate)
+        self._per_second = rate / period
+        self._tokens = float(rate)
+        self._stamp: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._stamp is not None:
+            self._tokens = min(self._rate, self._tokens + (now - self._stamp) * self._per_second)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
 @attrs.define
 class _ServiceEntry:
     handler: Service
@@ -416,8 +437,12 @@ class App:
 
     async def _connected(self, client: Client, session: Session) -> None:
         conn = client.connection
+        bucket = _TokenBucket(*self.config.rate_limit) if self.config.rate_limit else None
         while True:
             message = await conn.receive()
+            if bucket is not None and not bucket.take(trio.current_time()):
+                await conn.send(error_message("rate_limited", "too many messages; slow down"))
+                continue
             if isinstance(message, str):
                 actions = session.receive_text(message)
             else:

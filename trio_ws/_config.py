@@ -61,6 +61,14 @@ class ServerConfig:
     """Seconds to wait for the peer's Close reply, and the grace period of a shutdown."""
     max_subscriber_buffer: int = attrs.field(default=1000, validator=_positive)
     """Messages a broadcast subscriber may have waiting before its queue's policy applies."""
+    rate_limit: tuple[int, float] | None = attrs.field(default=None)
+    """``(messages, seconds)``: a logged-in client sending faster gets ``rate_limited``
+    errors for the excess (a token bucket of ``messages`` refilled over ``seconds``)."""
+
+    @rate_limit.validator
+    def _check_rate_limit(self, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and (len(value) != 2 or value[0] < 1 or value[1] <= 0):
+            raise ValueError(f"rate_limit must be (messages >= 1, seconds > 0), not {value!r}")
 
     def ip_allowed(self, host: str) -> bool:
         """Whether a peer address passes the allow and deny lists."""
