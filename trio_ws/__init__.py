@@ -4,6 +4,7 @@ The public API; the modules behind it are private.
 """
 
 from ._app import App, Client, ClientRegistry, ServiceError, UnknownClient
+from ._broadcast import BroadcastHub, BroadcastQueue, BroadcastStatistics, QueueError, Subscriber
 from ._client import HandshakeFailed, connect
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, WebSocketConnection
@@ -22,6 +23,11 @@ from .protocol._errors import CloseCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "App",
+    "BroadcastHub",
+    "BroadcastQueue",
+    "BroadcastStatistics",
+    "QueueError",
+    "Subscriber",
     "Client",
     "ClientRegistry",
     "HandshakeFailed",

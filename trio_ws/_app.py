@@ -26,10 +26,12 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from ._broadcast import BroadcastHub, BroadcastQueue, Subscriber
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, Message, WebSocketConnection
 from ._http import HttpResponse, HttpRouter
 from ._login import LoginAccepted, LoginPolicy, LoginRequest, run_policy, unique_names
+from ._queue_model import QueueError
 from ._server import Server
 from .protocol._errors import CloseCode
 from .protocol._handshake import Request
@@ -82,6 +84,8 @@ class Client:
         self.name = name
         self.connection = connection
         self.data: dict[str, Any] = {}
+        self.subscriber: Subscriber | None = None
+        """Its side of the broadcast queues, made on its first subscription."""
 
     def __repr__(self) -> str:
         return f"<Client {self.name!r} #{self.connection.id}>"
@@ -251,11 +255,16 @@ class App:
         self.router.add("/healthz", self._healthz)
         self.router.add("/metrics", self._metrics)
         self.server = Server(self._handle, config=self.config, router=self.router, ws_path=ws_path)
+        self.hub = BroadcastHub(
+            max_subscriber_buffer=self.config.max_subscriber_buffer,
+            close_timeout=self.config.close_timeout,
+        )
+        """The broadcast queues (see :meth:`queue`, :meth:`subscribe`, :meth:`publish`)."""
         self._services: dict[str, _ServiceEntry] = {}
         self._binary: Service | None = None
         self._background: list[Callable[[], Awaitable[None]]] = []
         self.started_at = time.time()
-        self.stats_providers: list[Callable[[], dict[str, Any]]] = []
+        self.stats_providers: list[Callable[[], dict[str, Any]]] = [self._queue_stats]
         self._on_connect: list[Callable[[Client], Awaitable[None]]] = []
         self._on_disconnect: list[Callable[[Client], Awaitable[None] | None]] = []
 
@@ -294,6 +303,45 @@ class App:
         """Decorator: run ``job()`` in the server's nursery while it serves."""
         self._background.append(job)
         return job
+
+    def queue(self, name: str, **options: Any) -> BroadcastQueue:
+        """Declare a broadcast queue (``history``, ``policy``, ``priority``, ``quota``,
+        ``ttl``, ``max_publish_rate``, ``auto_subscribe``: see ``BroadcastHub.queue``).
+
+        Queues not declared are created on first use with the defaults.
+        """
+        return self.hub.queue(name, **options)
+
+    def subscribe(
+        self,
+        client: Client,
+        queue: str | BroadcastQueue,
+        *,
+        since: int | None = None,
+        reply: bool = True,
+    ) -> int:
+        """Subscribe ``client``; with ``since``, replay what it missed first.
+
+        With ``reply`` the client gets ``{"type": "subscribed", "group": ..., "seq": n}``
+        ahead of any ``gap`` and replay. Returns the seq after which the live stream starts.
+
+        Raises:
+            QueueError: a bad or unknown queue name, or too many queues.
+        """
+        if client.subscriber is None:
+            client.subscriber = self.hub.subscriber(client.connection, client.name)
+        return self.hub.subscribe(queue, client.subscriber, since=since, reply=reply)
+
+    def unsubscribe(self, client: Client, queue: str | BroadcastQueue) -> bool:
+        """Unsubscribe ``client``; nothing of the queue reaches it after this returns."""
+        if client.subscriber is None:
+            return False
+        return self.hub.unsubscribe(queue, client.subscriber)
+
+    def publish(self, queue: str | BroadcastQueue, message: dict[str, Any] | str | bytes) -> int:
+        """Publish to a queue (created on first use); return the message's seq. Never blocks."""
+        target = queue if isinstance(queue, BroadcastQueue) else self.hub.get_or_create(queue)
+        return target.publish(message)
 
     def websocket(
         self, path: str
@@ -341,7 +389,7 @@ class App:
             port,
             listeners=listeners,
             ssl_context=ssl_context,
-            background=self._background,
+            background=[self.hub.run, *self._background],
             task_status=task_status,
         )
 
@@ -364,6 +412,8 @@ class App:
             session.closed()
             if client is not None and client.connection is conn:
                 self.clients._remove(client)
+                if client.subscriber is not None:
+                    self.hub.remove(client.subscriber)
                 for hook in self._on_disconnect:
                     try:
                         result = hook(client)
@@ -426,11 +476,18 @@ class App:
             old.connection = conn
             old.name = name
             self.clients._add(old)
+            if old.subscriber is not None:
+                # The new connection continues every queue where the old one stopped.
+                replaced = old.subscriber
+                old.subscriber = self.hub.subscriber(conn, name)
+                self.hub.take_over(replaced, old.subscriber)
             await previous.send_close(CloseCode.POLICY_VIOLATION, "replaced by a new login")
             client = old
         else:
             client = Client(name, conn)
             self.clients._add(client)
+            if any(q.auto_subscribe for q in self.hub.queues.values()):
+                client.subscriber = self.hub.subscriber(conn, name)
         await self._perform(conn, session.login_succeeded(name))
         log.info("#%d logged in as %r", conn.id, name)
         return client
@@ -480,7 +537,7 @@ class App:
         started = time.perf_counter()
         try:
             await handler(client, message)
-        except ServiceError as exc:
+        except (ServiceError, QueueError) as exc:
             await conn.send(error_message(exc.code, exc.message))
         except ConnectionClosed:
             if conn.closed is not None:
@@ -499,6 +556,22 @@ class App:
                 entry.calls += 1
                 entry.seconds += elapsed
                 entry.recent.append(elapsed)
+
+    def _queue_stats(self) -> dict[str, Any]:
+        queues = []
+        for name, q in sorted(self.hub.queues.items()):
+            depth = sum(len(lane.messages) for lane in q._subs.values())
+            queues.append(
+                {
+                    "name": name,
+                    "subscribers": len(q),
+                    "seq": q.seq,
+                    "published": q.published,
+                    "drops": q.dropped,
+                    "depth": depth,
+                }
+            )
+        return {"queues": queues}
 
     # ------------------------------------------------------------------ HTTP
 

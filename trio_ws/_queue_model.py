@@ -11,7 +11,8 @@ subscriber that asks for everything after ``since``: an optional :class:`Gap` fo
 no longer kept, then the kept messages, in order.
 
 A :class:`SubscriberBuffer` holds what one subscriber has not been handed yet, one
-:class:`Lane` per queue it is subscribed to, at most ``capacity`` messages in all. Each
+:class:`Lane` per queue it is subscribed to, at most ``capacity`` messages per lane (per
+lane, so that a busy low-priority queue cannot crowd a high-priority one out). Each
 lane is, in order: notices (opaque bytes, e.g. the ``subscribed`` reply), at most one
 pending :class:`Gap`, then messages with consecutive sequence numbers (retracted ones
 included; they are skipped when taken). Because the pending gap always ends right before
@@ -235,7 +236,7 @@ class RateLimiter:
 class Lane:
     """What one subscriber has not been handed yet from one queue (see the module doc)."""
 
-    __slots__ = ("gap", "messages", "notices", "order", "priority", "quota", "queue")
+    __slots__ = ("gap", "messages", "notices", "order", "priority", "queue", "quota")
 
     def __init__(self, queue: Hashable, *, priority: int, quota: int | None, order: int) -> None:
         self.queue = queue
@@ -271,10 +272,11 @@ OFFERED, DROPPED, OVERFLOW = 0, 1, 2
 
 
 class SubscriberBuffer:
-    """One subscriber's waiting messages, one :class:`Lane` per queue, bounded in all.
+    """One subscriber's waiting messages, one :class:`Lane` per queue, each bounded.
 
     Args:
-        capacity: messages that may wait in all lanes together (notices and gaps aside).
+        capacity: messages that may wait in one lane (notices and the gap aside). A replay
+            may exceed it once; live messages then find the lane full.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -330,10 +332,11 @@ class SubscriberBuffer:
     def offer(self, lane: Lane, message: Message, policy: Policy) -> int:
         """Queue a live message; return OFFERED, DROPPED (policy drop) or OVERFLOW.
 
-        OVERFLOW (policy ``disconnect`` on a full buffer) changes nothing: the caller is
-        expected to close the subscriber.
+        The lane is full when it holds ``capacity`` messages. OVERFLOW (policy
+        ``disconnect`` on a full lane) changes nothing: the caller is expected to close the
+        subscriber.
         """
-        if self.size < self.capacity:
+        if len(lane.messages) < self.capacity:
             lane.messages.append(message)
             self.size += 1
             return OFFERED

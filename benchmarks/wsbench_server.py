@@ -1,0 +1,70 @@
+"""A trio_ws server speaking the wsbench protocol (../shared/wsbench/README.md).
+
+Paths: ``/sub`` subscribes to one broadcast queue, every message received on ``/pub`` is
+published to it (same payload, same type), any other path echoes. No login: the handler
+uses :class:`trio_ws.Server` and a :class:`~trio_ws._broadcast.BroadcastHub` directly.
+
+Usage::
+
+    python benchmarks/wsbench_server.py --port 8765 [--host 127.0.0.1]
+    ./run.sh --server 'trio_ws:echo,broadcast=/path/to/python /path/to/wsbench_server.py --port {port}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import trio
+
+from trio_ws import ConnectionClosed, Server, ServerConfig, WebSocketConnection
+from trio_ws._broadcast import BroadcastHub
+
+
+def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
+    """The wsbench server and its hub (``Server.serve(..., background=[hub.run])``)."""
+    config = ServerConfig(max_message_size=1 << 24)
+    hub = BroadcastHub(max_subscriber_buffer=config.max_subscriber_buffer)
+    queue = hub.queue("bench", history=history)
+    publish = queue.publish
+
+    async def handler(conn: WebSocketConnection) -> None:
+        assert conn.request is not None
+        path = conn.request.path
+        try:
+            if path == "/sub":
+                sub = hub.subscriber(conn)
+                hub.subscribe(queue, sub)
+                try:
+                    while True:  # subscribers never send; this reads until the close
+                        await conn.receive()
+                finally:
+                    hub.remove(sub)
+            elif path == "/pub":
+                while True:
+                    publish(await conn.receive())
+            else:
+                while True:
+                    await conn.send(await conn.receive())
+        except ConnectionClosed:
+            pass  # the harness ends connections with a TCP reset: a normal disconnect
+
+    return Server(handler, config=config), hub
+
+
+async def main(host: str, port: int) -> None:
+    server, hub = make_server()
+    await server.serve(host, port, background=[hub.run])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--log", default="WARNING", help="log level (default WARNING)")
+    args = parser.parse_args()
+    logging.basicConfig(level=args.log.upper())
+    try:
+        trio.run(main, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
