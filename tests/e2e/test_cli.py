@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import trustme
 import websockets.exceptions
 from websockets.sync.client import connect
 
@@ -166,3 +168,80 @@ def test_port_in_use_is_a_one_line_error(command: list[str]) -> None:
     assert len(lines) == 1, err
     assert str(port) in lines[0]
     assert "in use" in lines[0].lower()
+
+
+def run_to_exit(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DEMO, *args], capture_output=True, text=True, cwd=ROOT, timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--tls-cert", "/nonexistent/cert.pem"], "cannot load the TLS certificate"),
+        (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
+        (["--workers", "2"], "--workers"),
+        (["--broker", "redis://127.0.0.1:6379"], "unknown broker"),
+        (["--port", "70000"], "--port"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args: list[str], expected: str) -> None:
+    result = run_to_exit(args)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+
+
+def test_help_explains_every_option() -> None:
+    result = run_to_exit(["--help"])
+    assert result.returncode == 0
+    for option in (
+        "--host",
+        "--port",
+        "--broker",
+        "--workers",
+        "--tls-cert",
+        "--tls-key",
+        "--allowed-origin",
+        "--dashboard-token",
+        "--log-level",
+    ):
+        assert option in result.stdout
+
+
+def test_demo_cli_over_tls_prints_https_urls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_path = tmp_path / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    port = free_port()
+    proc = subprocess.Popen(
+        [*DEMO, "--port", str(port), "--tls-cert", str(cert_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with connect(f"wss://127.0.0.1:{port}/ws", ssl=context) as ws:
+                    ws.send(json.dumps({"type": "login", "name": "Secure"}))
+                    assert json.loads(ws.recv()) == {"type": "welcome", "name": "Secure"}
+                break
+            except (ConnectionRefusedError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        out, err = stop(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"https://127.0.0.1:{port}/" in out
+    assert f"wss://127.0.0.1:{port}/ws" in out
