@@ -338,10 +338,19 @@ class App:
             return False
         return self.hub.unsubscribe(queue, client.subscriber)
 
-    def publish(self, queue: str | BroadcastQueue, message: dict[str, Any] | str | bytes) -> int:
-        """Publish to a queue (created on first use); return the message's seq. Never blocks."""
+    def publish(
+        self,
+        queue: str | BroadcastQueue,
+        message: dict[str, Any] | str | bytes,
+        *,
+        key: str | None = None,
+    ) -> int:
+        """Publish to a queue (created on first use); return the message's seq. Never blocks.
+
+        ``key`` names the message for ``BroadcastQueue.retract``.
+        """
         target = queue if isinstance(queue, BroadcastQueue) else self.hub.get_or_create(queue)
-        return target.publish(message)
+        return target.publish(message, key=key)
 
     def websocket(
         self, path: str
