@@ -1,0 +1,51 @@
+"""The README's application example runs as written (only the final trio.run is replaced)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trio_ws
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_app() -> Any:
+    text = README.read_text()
+    code = re.search(r"## Writing an application\n\n```python\n(.*?)```", text, re.S)
+    assert code is not None, "the README lost its application example"
+    source = code.group(1)
+    assert 'trio.run(app.serve, "127.0.0.1", 8000)' in source
+    namespace: dict[str, Any] = {}
+    exec(source.replace('trio.run(app.serve, "127.0.0.1", 8000)', ""), namespace)
+    return namespace["app"]
+
+
+async def test_the_readme_example_serves_what_it_shows() -> None:
+    app = readme_app()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            [address] = await nursery.start(app.serve, "127.0.0.1", 0)
+            url = f"ws://{address}/ws"
+            async with trio_ws.connect(url) as alice, trio_ws.connect(url) as bob:
+                for conn, name in ((alice, "Alice"), (bob, "Bob")):
+                    await conn.send({"type": "login", "name": name})
+                    assert json.loads(await conn.receive()) == {"type": "welcome", "name": name}
+                await alice.send({"type": "echo", "text": "hi"})
+                assert json.loads(await alice.receive()) == {"type": "echo", "text": "hi"}
+                await alice.send({"type": "routed", "to": "bob", "text": "yo"})
+                assert json.loads(await bob.receive()) == {
+                    "type": "routed",
+                    "from": "Alice",
+                    "text": "yo",
+                }
+                await alice.send({"type": "watch"})
+                subscribed = json.loads(await alice.receive())
+                assert subscribed["type"] == "subscribed"
+                price = json.loads(await alice.receive())
+                assert price == {"type": "price", "price": 42, "seq": subscribed["seq"] + 1}
+            nursery.cancel_scope.cancel()
