@@ -207,3 +207,17 @@ async def test_grouped_with_a_websockets_client_and_compression(demo_address: An
                 await pub.send(grouped("publish", "z", text="x" * 200 + str(i)))
             seqs = [json.loads(await ws.recv())["seq"] for _ in range(20)]
             assert seqs == list(range(1, 21))
+
+
+async def test_subscribed_and_replay_come_before_the_next_reply(demo_address: Any) -> None:
+    _app, address = demo_address
+    with trio.fail_after(10):
+        async with logged_in(address, "Pub") as pub, logged_in(address, "Eager") as eager:
+            for i in range(3):
+                await pub.send(grouped("publish", "order", text=str(i)))
+            await request(pub, {"type": "ping"})
+            # Pipelined: the pong must not overtake the subscribed reply and the replay.
+            await eager.send(grouped("subscribe", "order", since=0))
+            await eager.send({"type": "ping"})
+            kinds = [(await receive_json(eager))["type"] for _ in range(5)]
+            assert kinds == ["subscribed", "grouped", "grouped", "grouped", "pong"]

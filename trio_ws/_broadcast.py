@@ -466,7 +466,7 @@ class BroadcastHub:
             seq = lane.position(q.seq)
             if reply:
                 lane.notices.append(self._subscribed_frame(q, seq))
-                self._mark_ready(subscriber)
+                self._deliver_now(subscriber)
             return seq
         seq = q.seq
         gap: Gap | None = None
@@ -484,7 +484,7 @@ class BroadcastHub:
         )
         q._subs[subscriber] = lane
         if lane:
-            self._mark_ready(subscriber)
+            self._deliver_now(subscriber)
         return seq
 
     def unsubscribe(self, queue: str | BroadcastQueue, subscriber: Subscriber) -> bool:
@@ -588,6 +588,16 @@ class BroadcastHub:
             sub._state = _READY
             self._ready[sub] = None
             self._wake()
+
+    def _deliver_now(self, sub: Subscriber) -> None:
+        """Write what ``subscribe`` just queued for an idle subscriber, before returning.
+
+        The ``subscribed`` reply and the replay then leave before any reply the caller
+        sends next on the same connection, instead of waiting for the flusher's turn.
+        """
+        if sub._state == _IDLE:
+            sub._state = _READY
+            self._pump_busy(sub)
 
     def _flush(self) -> None:
         dirty = self._dirty
