@@ -195,11 +195,12 @@ def sessions(browser: Browser, server: ServerThread) -> Iterator[Any]:
 
 
 def screenshot(page: Page, name: str, *, docs: bool = False, full_page: bool = False) -> None:
-    """Save ``test-artifacts/<name>.png``; with ``docs``, also ``docs/screenshots/``."""
+    """Save ``test-artifacts/<name>.png``; with ``docs``, also ``docs/screenshots/``
+    when ``TRIO_WS_UPDATE_SCREENSHOTS=1`` (so a test run leaves the tracked files alone)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
-    if docs:
+    if docs and os.environ.get("TRIO_WS_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
 
