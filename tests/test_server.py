@@ -163,6 +163,12 @@ async def test_metrics_is_prometheus_text(demo: tuple[trio_ws.App, str]) -> None
     assert samples['trio_ws_closed_total{code="1000"}'] == 1
     assert samples['trio_ws_service_calls_total{service="echo"}'] == 1
     assert samples["trio_ws_messages_received_total"] >= 2
+    # The demo's ticker queue: published to, nobody subscribed, nothing dropped.
+    assert samples['trio_ws_queue_subscribers{queue="stream"}'] == 0
+    assert samples['trio_ws_queue_published_total{queue="stream"}'] >= 1
+    assert samples['trio_ws_queue_dropped_total{queue="stream"}'] == 0
+    assert samples['trio_ws_queue_depth{queue="stream"}'] == 0
+    assert samples["trio_ws_subscribers_kicked_total"] == 0
 
 
 async def test_unknown_path_404_and_other_methods_405(demo: tuple[trio_ws.App, str]) -> None:

@@ -656,4 +656,24 @@ class App:
             f'trio_ws_service_seconds_total{{service="{t}"}} {e.seconds:.6f}'
             for t, e in sorted(self._services.items())
         ]
+        queues = self._queue_stats()["queues"]
+        for metric, kind, field, text in (
+            ("trio_ws_queue_subscribers", "gauge", "subscribers", "Subscribers, by queue."),
+            ("trio_ws_queue_depth", "gauge", "depth", "Messages waiting in subscriber buffers."),
+            ("trio_ws_queue_published_total", "counter", "published", "Messages published."),
+            (
+                "trio_ws_queue_dropped_total",
+                "counter",
+                "drops",
+                "Messages skipped for slow subscribers.",
+            ),
+        ):
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+            lines += [f'{metric}{{queue="{q["name"]}"}} {q[field]}' for q in queues]
+        hub = self.hub.statistics()
+        lines += [
+            "# HELP trio_ws_subscribers_kicked_total Subscribers closed (1013) for being too slow.",
+            "# TYPE trio_ws_subscribers_kicked_total counter",
+            f"trio_ws_subscribers_kicked_total {hub.kicked}",
+        ]
         return "\n".join(lines) + "\n"
