@@ -7,6 +7,7 @@ Clients here are our own ``trio_ws.connect`` and raw sockets; the third-party pe
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -628,3 +629,39 @@ def test_public_errors_and_config_validation() -> None:
         ServerConfig(max_connections=0)
     with pytest.raises(ValueError, match="must be positive or None"):
         ServerConfig(login_timeout=-1)
+
+
+class _ExhaustedOnce(socket.socket):
+    """A listening socket whose accept() fails like a process out of file descriptors."""
+
+    failures = 2
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+async def test_accept_backs_off_on_fd_exhaustion(caplog: pytest.LogCaptureFixture) -> None:
+    listener = _ExhaustedOnce(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    app = demo_app()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: app.serve(listeners=[listener], task_status=task_status)
+            )
+            # Both failures happen as soon as the connection is pending; the server backs off
+            # (logs, sleeps) instead of crashing, then accepts it.
+            async with logged_in(f"127.0.0.1:{port}", "patient") as conn:
+                await conn.send({"type": "ping"})
+                assert await receive_json(conn) == {"type": "pong"}
+            nursery.cancel_scope.cancel()
+    assert listener.failures == 0
+    warnings = [r for r in caplog.records if "backing off" in r.getMessage()]
+    assert len(warnings) == 2
+    assert all(r.levelno == logging.WARNING for r in warnings)
+    listener.close()
