@@ -48,4 +48,9 @@ async def test_the_readme_example_serves_what_it_shows() -> None:
                 assert subscribed["type"] == "subscribed"
                 price = json.loads(await alice.receive())
                 assert price == {"type": "price", "price": 42, "seq": subscribed["seq"] + 1}
+                # A client that saw nothing yet asks for everything kept: 1, 2, ... then live.
+                await bob.send({"type": "watch", "since": 0})
+                last = json.loads(await bob.receive())["seq"]
+                replayed = [json.loads(await bob.receive())["seq"] for _ in range(last + 1)]
+                assert replayed == list(range(1, last + 2))
             nursery.cancel_scope.cancel()
