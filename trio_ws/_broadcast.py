@@ -53,7 +53,6 @@ closed connection ends with it).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -61,7 +60,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._connection import ConnectionClosed, WebSocketConnection
+from ._connection import ConnectionClosed, WebSocketConnection, dumps
 from ._queue_model import (
     OVERFLOW,
     POLICIES,
@@ -104,11 +103,9 @@ _CLOSED = 3  # removed: gets nothing
 # so a publisher that never reaches a checkpoint cannot grow the unflushed list unbounded.
 _MAX_UNFLUSHED = 1024
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
 
 def _notice(message: dict[str, Any]) -> bytes:
-    return encode_frame(_TEXT, _dumps(message).encode())
+    return encode_frame(_TEXT, dumps(message).encode())
 
 
 @attrs.frozen
@@ -254,7 +251,7 @@ class BroadcastQueue:
             payload = message.encode()
             opcode = _TEXT
         elif isinstance(message, dict):
-            payload = _dumps({**message, "seq": seq}).encode()
+            payload = dumps({**message, "seq": seq}).encode()
             opcode = _TEXT
         elif isinstance(message, bytes | bytearray | memoryview):
             payload = bytes(message)

@@ -22,7 +22,7 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -48,9 +48,9 @@ class ConnectionClosed(WebSocketError):
         self.reason = reason
 
 
-def dumps(message: dict[str, Any]) -> str:
-    """JSON-encode an application message compactly."""
-    return json.dumps(message, separators=(",", ":"))
+dumps: Callable[[dict[str, Any]], str] = json.JSONEncoder(separators=(",", ":")).encode
+"""JSON-encode an application message compactly (one encoder: ``json.dumps`` with options
+builds a new one per call, which doubles the cost of a small message)."""
 
 
 class WebSocketConnection:

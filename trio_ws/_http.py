@@ -31,11 +31,10 @@ class HttpResponse:
         body = self.body.encode("utf-8") if isinstance(self.body, str) else self.body
         if head_only:
             headers = (*self.headers, ("Content-Length", str(len(body))))
-            raw = build_response(
+            # The declared length is the GET body's (build_response keeps the caller's).
+            return build_response(
                 self.status, headers=headers, body=b"", content_type=self.content_type
             )
-            # build_response counted an empty body; drop its Content-Length: 0 line
-            return raw.replace(b"Content-Length: 0\r\n", b"", 1)
         return build_response(
             self.status, headers=self.headers, body=body, content_type=self.content_type
         )
