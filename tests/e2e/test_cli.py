@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,10 +50,15 @@ def answers_http(port: int) -> bool:
 
 
 @contextmanager
-def program(command: list[str], port: int) -> Iterator[subprocess.Popen[str]]:
-    """Start ``command --port port``, wait until it accepts connections, kill it at the end."""
+def program(
+    command: list[str],
+    port: int,
+    *args: str,
+    ready: Callable[[int], bool] = answers_http,
+) -> Iterator[subprocess.Popen[str]]:
+    """Start ``command --port port *args``, wait until ``ready(port)``, kill it at the end."""
     proc = subprocess.Popen(
-        [*command, "--port", str(port)],
+        [*command, "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -65,7 +70,7 @@ def program(command: list[str], port: int) -> Iterator[subprocess.Popen[str]]:
             if proc.poll() is not None:
                 out, err = proc.communicate()
                 raise AssertionError(f"exited with {proc.returncode}: {out}\n{err}")
-            if answers_http(port):
+            if ready(port):
                 break
             if time.monotonic() > deadline:
                 raise AssertionError(f"{command} did not start serving on port {port}")
@@ -149,25 +154,21 @@ def test_port_in_use_is_a_one_line_error(command: list[str]) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.Popen(
-            [*command, "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
+        result = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, cwd=ROOT, timeout=15
         )
-        try:
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode != 0
-    assert "Traceback" not in out + err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert str(port) in lines[0]
-    assert "in use" in lines[0].lower()
+    line = one_line_error(result)
+    assert str(port) in line
+    assert "in use" in line.lower()
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert a failed run printed exactly one line on stderr and no traceback; return it."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 def run_to_exit(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -187,10 +188,7 @@ def run_to_exit(args: list[str]) -> subprocess.CompletedProcess[str]:
 def test_bad_options_are_one_line_errors(args: list[str], expected: str) -> None:
     result = run_to_exit(args)
     assert result.returncode == 1
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert expected in lines[0]
+    assert expected in one_line_error(result)
 
 
 def test_help_explains_every_option() -> None:
@@ -215,33 +213,20 @@ def test_demo_cli_over_tls_prints_https_urls(tmp_path: Path) -> None:
     cert = ca.issue_cert("127.0.0.1")
     cert_path = tmp_path / "server.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+
+    def logs_in(port: int) -> bool:
+        try:
+            with connect(f"wss://127.0.0.1:{port}/ws", ssl=context) as ws:
+                ws.send(json.dumps({"type": "login", "name": "Secure"}))
+                return bool(json.loads(ws.recv()) == {"type": "welcome", "name": "Secure"})
+        except OSError:
+            return False
+
     port = free_port()
-    proc = subprocess.Popen(
-        [*DEMO, "--port", str(port), "--tls-cert", str(cert_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with connect(f"wss://127.0.0.1:{port}/ws", ssl=context) as ws:
-                    ws.send(json.dumps({"type": "login", "name": "Secure"}))
-                    assert json.loads(ws.recv()) == {"type": "welcome", "name": "Secure"}
-                break
-            except (ConnectionRefusedError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with program(DEMO, port, "--tls-cert", str(cert_path), ready=logs_in) as proc:
         out, err = stop(proc, signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert f"https://127.0.0.1:{port}/" in out
     assert f"wss://127.0.0.1:{port}/ws" in out
