@@ -197,12 +197,19 @@ async def test_garbage_closes_with_1002() -> None:
 async def test_message_over_the_limit_closes_with_1009() -> None:
     client, server = make_pair(server_max_message_size=100)
     await client.send("x" * 101)
+    client_saw: list[int] = []
+
+    async def client_reads_the_close() -> None:
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.receive()
+        client_saw.append(closed.value.code)
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.receive)  # reads the server's Close
+        nursery.start_soon(client_reads_the_close)
         with pytest.raises(ConnectionClosed) as info:
             await server.receive()
         assert info.value.code == 1009
-        nursery.cancel_scope.cancel()
+    assert client_saw == [1009]
 
 
 async def test_message_at_the_limit_passes() -> None:
@@ -469,3 +476,32 @@ async def test_shutdown_on_streams_sends_1001_and_keeps_to_the_grace_period(
         assert trio.current_time() - start == pytest.approx(5, abs=0.01)  # close_timeout
     assert codes == [1001] * 4
     assert len(app.clients) == 0
+
+
+async def test_cancelling_a_receive_while_its_pong_is_written_keeps_the_connection() -> None:
+    # Lockstep streams: a write waits until the peer reads, as a TLS write can.
+    client, server = make_pair(stream_pair=trio.testing.lockstep_stream_pair)
+    cancelled = trio.Event()
+    pongs: list[trio.Event] = []
+
+    async def server_side() -> None:
+        pongs.append(await server.ping(b"are you there"))
+        await cancelled.wait()  # not reading: the client's Pong write waits
+        await server.receive()  # reads the Pong (then waits for more)
+
+    async def cancel_when_blocked(scope: trio.CancelScope) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        cancelled.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server_side)
+        with trio.CancelScope() as receive_scope:
+            nursery.start_soon(cancel_when_blocked, receive_scope)
+            await client.receive()  # reads the Ping, then blocks writing the Pong
+        assert receive_scope.cancelled_caught
+        assert client.closed is None  # the cancel did not cut the Pong off
+        with trio.fail_after(1):
+            await pongs[0].wait()
+        await client.send("still open")
+        nursery.cancel_scope.cancel()

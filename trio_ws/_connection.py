@@ -149,10 +149,17 @@ class WebSocketConnection:
         self._unsettled = False
         data = self.protocol.data_to_send()
         if data:
-            try:
-                await self._write(data)
-            except ConnectionClosed:
-                pass
+            # What the protocol owes the peer (a pong, the close reply) is written even if
+            # this receive is cancelled meanwhile: a write cut off mid-frame (always
+            # possible on TLS, where every write waits) would break the connection. A short
+            # shield with a deadline (STYLE.md rule 8); a peer that stops reading still
+            # ends in the abort.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.close_timeout
+                try:
+                    await self._write(data)
+                except ConnectionClosed:
+                    pass
         if self._error is not None:
             self._finish(ConnectionClosed(self._error.close_code, self._error.reason))
 
