@@ -3,9 +3,17 @@
 The public API; the modules behind it are private.
 """
 
-from ._app import App, Client, ClientRegistry, ServiceError, UnknownClient
-from ._broadcast import BroadcastHub, BroadcastQueue, BroadcastStatistics, QueueError, Subscriber
+from ._app import App
+from ._broadcast import (
+    BroadcastHub,
+    BroadcastQueue,
+    BroadcastStatistics,
+    QueueChannel,
+    QueueGap,
+    QueueMessage,
+)
 from ._client import HandshakeFailed, connect
+from ._clients import Client, ClientRegistry, RecipientBusy, UnknownClient
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, WebSocketConnection
 from ._http import HttpResponse, HttpRouter, static_resource
@@ -18,7 +26,11 @@ from ._login import (
     signed_tokens,
     unique_names,
 )
+from ._queue_model import QueueError, QueueOptions
 from ._server import Server, ServerStatistics, bind_sockets
+from ._services import ServiceError, ServiceStatistics
+from ._subscriber import Subscriber, SubscriberState
+from .brokers import Broker, BrokerState, BrokerUnavailable, MemoryBroker
 from .protocol._errors import CloseCode, LocalProtocolError, RemoteProtocolError, WebSocketError
 
 __all__ = [
@@ -26,32 +38,43 @@ __all__ = [
     "BroadcastHub",
     "BroadcastQueue",
     "BroadcastStatistics",
-    "QueueError",
-    "Subscriber",
+    "Broker",
+    "BrokerState",
+    "BrokerUnavailable",
     "Client",
     "ClientRegistry",
+    "CloseCode",
+    "ConnectionClosed",
     "HandshakeFailed",
+    "HttpResponse",
+    "HttpRouter",
+    "LocalProtocolError",
     "LoginAccepted",
     "LoginPolicy",
     "LoginRefused",
     "LoginRequest",
-    "ServiceError",
-    "UnknownClient",
-    "connect",
-    "make_token",
-    "signed_tokens",
-    "unique_names",
-    "CloseCode",
-    "ConnectionClosed",
-    "HttpResponse",
-    "HttpRouter",
-    "LocalProtocolError",
+    "MemoryBroker",
+    "QueueChannel",
+    "QueueError",
+    "QueueGap",
+    "QueueMessage",
+    "QueueOptions",
+    "RecipientBusy",
     "RemoteProtocolError",
     "Server",
     "ServerConfig",
     "ServerStatistics",
+    "ServiceError",
+    "ServiceStatistics",
+    "Subscriber",
+    "SubscriberState",
+    "UnknownClient",
     "WebSocketConnection",
     "WebSocketError",
     "bind_sockets",
+    "connect",
+    "make_token",
+    "signed_tokens",
     "static_resource",
+    "unique_names",
 ]

@@ -14,6 +14,19 @@ for writability and drains the queue, while other writers append behind it — s
 never interleave. Writers that find more than ``write_buffer_size`` bytes pending wait for
 the drain, at most ``send_timeout`` seconds; then the connection is closed (the slow peer
 pays, the sender does not hang).
+
+Other layers never drive the protocol object; they use the connection's non-blocking verbs
+(:meth:`~WebSocketConnection.send_frames_nowait` for frames encoded once for many
+connections, :meth:`~WebSocketConnection.send_nowait`, :meth:`~WebSocketConnection.ping_nowait`,
+:meth:`~WebSocketConnection.close_nowait`). What those leave pending is drained by a task
+the connection starts in its server's nursery (``background``), bounded by ``send_timeout``.
+
+A reader in the background. Normally the task that handles messages is also the reader,
+which is the fast path (no task switch per message). When that task blocks for long inside
+a service (a slow database call, a long sleep), the application calls
+:meth:`~WebSocketConnection.read_in_background`: from then on a second task reads, answers
+pings and the close handshake, and queues messages (at most ``_INBOX_LIMIT`` of them) for
+:meth:`~WebSocketConnection.receive`, which then waits on that queue. Order is kept.
 """
 
 from __future__ import annotations
@@ -34,9 +47,14 @@ from .protocol._events import BytesMessage, Close, Pong, TextMessage
 from .protocol._handshake import Request
 
 log = logging.getLogger("trio_ws.connection")
+_OPEN = ConnectionState.OPEN
 _ids = itertools.count(1)
 
 Message = str | bytes
+
+# A background reader stops reading (the kernel and then TCP hold the rest back) once this
+# many messages wait unhandled: it exists to answer pings and the Close, not to buffer.
+_INBOX_LIMIT = 16
 
 
 class ConnectionClosed(WebSocketError):
@@ -74,6 +92,7 @@ class WebSocketConnection:
         write_buffer_size: int = 1 << 20,
         send_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
+        background: trio.Nursery | None = None,
     ) -> None:
         self.id = next(_ids)
         self.transport = transport
@@ -100,6 +119,11 @@ class WebSocketConnection:
         self._unsettled = False  # fed bytes whose replies and errors are not handled yet
         self.bytes_in = 0
         self.bytes_out = 0
+        self.background = background
+        """Where the connection starts its helper tasks (drains, a background reader)."""
+        self._drain_task = False
+        self._reader_running = False
+        self._inbox_changed: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} {self.remote or ''} {self.state.name}>"
@@ -112,6 +136,16 @@ class WebSocketConnection:
     def closed(self) -> ConnectionClosed | None:
         """How the connection ended, or ``None`` while it is open."""
         return self._closed
+
+    @property
+    def writable(self) -> bool:
+        """Whether data messages may still be sent (open, and no Close sent or received)."""
+        return self._closed is None and self.protocol.state is _OPEN
+
+    @property
+    def pending_size(self) -> int:
+        """Bytes queued for the peer that the kernel has not taken yet."""
+        return self._pending_size
 
     # ------------------------------------------------------------------ reading
 
@@ -130,10 +164,56 @@ class WebSocketConnection:
                 await self._settle()
             if inbox:
                 self.messages_in += 1
-                return inbox.popleft()
+                message = inbox.popleft()
+                if self._reader_running and len(inbox) == _INBOX_LIMIT - 1:
+                    self._inbox_event()  # the reader may read again
+                return message
             if self._closed is not None:
                 raise self._closed
-            await self._read_once()
+            if self._reader_running:
+                await self._wait_inbox()
+            else:
+                await self._read_once()
+
+    def _inbox_event(self) -> None:
+        changed = self._inbox_changed
+        if changed is not None:
+            self._inbox_changed = None
+            changed.set()
+
+    async def _wait_inbox(self) -> None:
+        if self._inbox_changed is None:
+            self._inbox_changed = trio.Event()
+        await self._inbox_changed.wait()
+
+    def read_in_background(self) -> bool:
+        """From now on, read in a task of its own (see the module docstring); idempotent.
+
+        Returns whether a background reader runs (it needs ``background``, a nursery).
+        """
+        if self._reader_running:
+            return True
+        if self.background is None or self._closed is not None:
+            return False
+        self._reader_running = True
+        self.background.start_soon(self._background_reader)
+        return True
+
+    async def _background_reader(self) -> None:
+        inbox = self._inbox
+        try:
+            while self._closed is None:
+                if len(inbox) >= _INBOX_LIMIT:
+                    await self._wait_inbox()
+                    continue
+                before = len(inbox)
+                await self._read_once()
+                if len(inbox) != before:
+                    self._inbox_event()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._inbox_event()
 
     async def _read_once(self) -> None:
         """Read one chunk into the protocol, flush what it owes, sort out the events."""
@@ -206,6 +286,7 @@ class WebSocketConnection:
     def _finish(self, closed: ConnectionClosed) -> None:
         if self._closed is None:
             self._closed = closed
+            self._inbox_event()
             for waiter in self._pong_waiters.values():
                 waiter.set()
             self._pong_waiters.clear()
@@ -361,12 +442,88 @@ class WebSocketConnection:
         self.messages_out += 1
         await self._write(proto.data_to_send())
 
-    async def send_encoded(self, frame: bytes) -> None:
-        """Send a frame encoded once for many connections (broadcast)."""
+    def send_nowait(self, message: Message | dict[str, Any]) -> None:
+        """Send a message without waiting, from any task (routed messages, notices).
+
+        Whatever the kernel does not take at once is drained by a task in ``background``
+        (bounded by ``send_timeout``).
+
+        Raises:
+            ConnectionClosed: the connection is closed or closing.
+            trio.WouldBlock: more than ``write_buffer_size`` bytes are queued already: the
+                peer is not reading. Nothing was sent.
+        """
         self._check_writable()
-        self.protocol.send_encoded(frame)
+        if self._pending_size > self.write_buffer_size:
+            raise trio.WouldBlock
+        proto = self.protocol
+        if isinstance(message, str):
+            proto.send_text(message)
+        elif isinstance(message, bytes | bytearray | memoryview):
+            proto.send_bytes(message)
+        elif isinstance(message, dict):
+            proto.send_text(dumps(message))
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or dict")
         self.messages_out += 1
-        await self._write(self.protocol.data_to_send())
+        if not self.write_nowait(proto.data_to_send()):
+            self._drain_soon()
+
+    def send_frames_nowait(self, frames: bytes, count: int = 1) -> bool:
+        """Write ``count`` data frames encoded once for many connections (broadcast).
+
+        Returns False when part of it is left pending: then :meth:`drain` must be awaited
+        (by the caller's own task) before more is certain to go out. Once the connection is
+        closing nothing is written (only the close handshake goes out now) and True is
+        returned.
+
+        Raises:
+            ConnectionClosed: the transport is gone.
+        """
+        if self.protocol.state is not _OPEN or self._closed is not None:
+            return True
+        self.messages_out += count
+        return self.write_nowait(frames)
+
+    def ping_nowait(self, payload: bytes = b"keepalive") -> None:
+        """Send a Ping without waiting (keepalive) and note when; harmless once closing."""
+        if not self.writable:
+            return
+        self.ping_sent_at = trio.current_time()
+        self.protocol.send_ping(payload)
+        try:
+            if not self.write_nowait(self.protocol.data_to_send()):
+                self._drain_soon()
+        except ConnectionClosed:
+            pass
+
+    def close_nowait(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bool:
+        """Start the close handshake without waiting; the reader sees the peer's reply.
+
+        Returns False when part of the Close is left pending: the caller drains (or gives
+        up and aborts). Harmless once closing (returns True).
+
+        Raises:
+            ConnectionClosed: the transport is gone.
+        """
+        if not self.writable:
+            return True
+        self.protocol.send_close(code, reason)
+        return self.write_nowait(self.protocol.data_to_send())
+
+    def _drain_soon(self) -> None:
+        if self._drain_task or self.background is None:
+            return
+        self._drain_task = True
+        self.background.start_soon(self._background_drain)
+
+    async def _background_drain(self) -> None:
+        try:
+            await self.drain()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._drain_task = False
 
     async def ping(self, payload: bytes | None = None) -> trio.Event:
         """Send a Ping; return an event set when its Pong arrives (or the connection ends).
@@ -401,7 +558,14 @@ class WebSocketConnection:
             await self.send_close(code, reason)
             with trio.move_on_after(self.close_timeout):
                 while self._closed is None:
-                    await self._read_once()
+                    if self._reader_running:
+                        # The background reader sees the reply; what it queued after our
+                        # Close is not wanted, and must not stop it reading.
+                        self._inbox.clear()
+                        self._inbox_event()
+                        await self._wait_inbox()
+                    else:
+                        await self._read_once()
         finally:
             if self._closed is None:
                 self._finish(ConnectionClosed(code, reason))

@@ -18,12 +18,13 @@ import binascii
 import hashlib
 import hmac
 import inspect
-import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from ._names import MAX_NAME_LENGTH, NAME_RE, valid_name
 
 if TYPE_CHECKING:
     from .protocol._handshake import Request
@@ -42,14 +43,6 @@ __all__ = [
     "unique_names",
     "valid_name",
 ]
-
-# PROTOCOL.md: "Names are 1-32 ASCII characters: letters, digits, `_`, `-` and `.`" — short
-# enough for any log line or UI, and safe in URLs, file names and Redis keys unescaped.
-MAX_NAME_LENGTH = 32
-NAME_RE = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_NAME_LENGTH}}}")
-"""A whole pseudonym (use with ``fullmatch``); :func:`valid_name` also takes other lengths."""
-
-_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+")
 
 # A token for a 32-character name is about 110 characters; anything far longer is refused
 # before any decoding or hashing is spent on it.
@@ -91,18 +84,6 @@ LoginResult = LoginAccepted | LoginRefused
 
 LoginPolicy = Callable[[LoginRequest], LoginResult | Awaitable[LoginResult]]
 """A callable deciding a :class:`LoginRequest`, synchronously or asynchronously."""
-
-
-def valid_name(name: object, *, max_length: int = MAX_NAME_LENGTH) -> TypeGuard[str]:
-    """Whether ``name`` is a string of 1 to ``max_length`` of ``A-Z a-z 0-9 _ - .``.
-
-    PROTOCOL.md's rule for pseudonyms; group names follow it with ``max_length=64``.
-    """
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= max_length
-        and _NAME_CHARS.fullmatch(name) is not None
-    )
 
 
 def _name_refusal(name: object) -> LoginRefused:

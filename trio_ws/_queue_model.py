@@ -36,10 +36,16 @@ first: the proportion of two saturated queues is the proportion of their quotas.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Hashable, Iterable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
+
+import attrs
+
+from ._limits import RateLimiter
+from ._names import MAX_QUEUE_NAME_LENGTH, valid_name
+from .protocol._errors import WebSocketError
+from .protocol._frames import encode_frame
 
 __all__ = [
     "MAX_QUEUE_NAME_LENGTH",
@@ -48,21 +54,73 @@ __all__ = [
     "Lane",
     "Message",
     "Policy",
+    "PayloadKind",
     "QueueError",
+    "QueueOptions",
     "RateLimiter",
     "SubscriberBuffer",
     "check_queue_name",
+    "make_message",
 ]
 
 Policy = Literal["drop", "disconnect"]
 POLICIES: tuple[Policy, ...] = ("drop", "disconnect")
 
-# PROTOCOL.md: "Group names follow the rules of pseudonyms but may be up to 64 characters."
-MAX_QUEUE_NAME_LENGTH = 64
-_QUEUE_NAME_RE = re.compile(rf"[A-Za-z0-9_.\-]{{1,{MAX_QUEUE_NAME_LENGTH}}}")
+
+def _check_policy(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, not {value!r}")
 
 
-class QueueError(Exception):
+def _check_history(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"history must be an integer >= 0, not {value!r}")
+
+
+def _check_positive_or_none(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not value > 0):
+        raise ValueError(f"{attr.name} must be positive or None, not {value!r}")
+
+
+def _check_rate(_inst: object, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or type(value[0]) is not int
+        or value[0] < 1
+        or not value[1] > 0
+    ):
+        raise ValueError(f"max_publish_rate must be (count >= 1, seconds > 0), not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class QueueOptions:
+    """How a broadcast queue keeps and delivers its messages, validated once.
+
+    The broker uses ``history`` and ``ttl`` (what is kept, cluster-wide); each node uses the
+    rest for its local fan-out.
+    """
+
+    history: int = attrs.field(default=100, validator=_check_history)
+    """Messages kept for replay (``since``); 0 keeps none."""
+    ttl: float | None = attrs.field(default=None, validator=_check_positive_or_none)
+    """Seconds after which a kept message is no longer replayed (``None``: never)."""
+    policy: Policy = attrs.field(default="drop", validator=_check_policy)
+    """For a subscriber whose buffer is full: ``"drop"`` (skip ahead, then a ``gap``) or
+    ``"disconnect"`` (close 1013)."""
+    priority: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+    """Queues of higher priority are served first to a busy subscriber."""
+    quota: int | None = attrs.field(default=None, validator=_check_positive_or_none)
+    """At most this many messages of this queue per round to a busy subscriber."""
+    max_publish_rate: tuple[int, float] | None = attrs.field(default=None, validator=_check_rate)
+    """``(count, seconds)``: publishes beyond it (on one node) raise ``rate_limited``."""
+    auto_subscribe: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Every subscriber is subscribed at once (Push Framework's ``requireRegistration=false``)."""
+
+
+class QueueError(WebSocketError):
     """A refused queue operation; ``code`` is the protocol's ``error`` code.
 
     Codes: ``bad_group`` (a name breaking the rules), ``unknown_group`` (no such queue and
@@ -78,7 +136,7 @@ class QueueError(Exception):
 
 def check_queue_name(name: object) -> str:
     """Return ``name`` if it is 1-64 characters of ``A-Z a-z 0-9 _ . -``, else raise."""
-    if not isinstance(name, str) or _QUEUE_NAME_RE.fullmatch(name) is None:
+    if not valid_name(name, max_length=MAX_QUEUE_NAME_LENGTH):
         raise QueueError(
             "bad_group",
             f"group names are 1-{MAX_QUEUE_NAME_LENGTH} characters of A-Z a-z 0-9 _ . -",
@@ -89,7 +147,8 @@ def check_queue_name(name: object) -> str:
 class Message:
     """One published message, shared by the history and every buffer that holds it.
 
-    ``frame`` is the encoded, uncompressed WebSocket frame; ``compressed`` caches the
+    ``frame`` is the encoded, uncompressed WebSocket frame, the one stored copy;
+    ``payload`` is a view of its payload (for compression). ``compressed`` caches the
     permessage-deflate frames by window size (filled by the I/O layer).
     """
 
@@ -100,7 +159,7 @@ class Message:
         seq: int,
         frame: bytes,
         *,
-        payload: bytes = b"",
+        payload: bytes | memoryview = b"",
         opcode: int = 1,
         key: str | None = None,
         time: float = 0.0,
@@ -116,6 +175,51 @@ class Message:
 
     def __repr__(self) -> str:
         return f"<Message {self.seq}{' retracted' if self.retracted else ''}>"
+
+
+class PayloadKind:
+    """How a published body becomes a message payload (plain ints: they cross brokers).
+
+    ``JSON`` bodies are a JSON object without its ``seq``: the seq is spliced in as the
+    last member once it is known, so a broker can number a message without decoding it.
+    """
+
+    TEXT = 1
+    BINARY = 2
+    JSON = 3
+
+
+def encode_body(
+    message: dict[str, Any] | str | bytes | bytearray | memoryview, dumps: Any
+) -> tuple[bytes, int]:
+    """The body and :class:`PayloadKind` of a message to publish (``dumps`` encodes JSON)."""
+    if type(message) is str:
+        return message.encode(), PayloadKind.TEXT
+    if isinstance(message, dict):
+        if "seq" in message:
+            message = {k: v for k, v in message.items() if k != "seq"}
+        return dumps(message).encode(), PayloadKind.JSON
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message), PayloadKind.BINARY
+    if isinstance(message, str):
+        return message.encode(), PayloadKind.TEXT
+    raise TypeError(f"cannot publish {type(message).__name__}; use dict, str or bytes")
+
+
+def make_message(
+    seq: int, body: bytes, kind: int, *, key: str | None = None, time: float = 0.0
+) -> Message:
+    """The :class:`Message` numbered ``seq`` for a published body (see :class:`PayloadKind`)."""
+    if kind == PayloadKind.JSON:
+        tail = b'"seq":%d}' % seq
+        payload = body[:-1] + (tail if len(body) <= 2 else b"," + tail)
+        opcode = 1
+    else:
+        payload = body
+        opcode = 2 if kind == PayloadKind.BINARY else 1
+    frame = encode_frame(opcode, payload)
+    view = memoryview(frame)[len(frame) - len(payload) :]
+    return Message(seq, frame, payload=view, opcode=opcode, key=key, time=time)
 
 
 class Gap(NamedTuple):
@@ -210,33 +314,14 @@ class History:
         return gap, messages
 
 
-class RateLimiter:
-    """At most ``count`` events per sliding ``period`` seconds."""
-
-    __slots__ = ("_times", "count", "period")
-
-    def __init__(self, count: int, period: float) -> None:
-        if count <= 0 or period <= 0:
-            raise ValueError(f"a rate needs a positive count and period, not {count}/{period}")
-        self.count = count
-        self.period = period
-        self._times: deque[float] = deque()
-
-    def allow(self, now: float) -> bool:
-        """Record an event at ``now`` if the rate allows it; return whether it did."""
-        times = self._times
-        while times and now - times[0] >= self.period:
-            times.popleft()
-        if len(times) >= self.count:
-            return False
-        times.append(now)
-        return True
-
-
 class Lane:
-    """What one subscriber has not been handed yet from one queue (see the module doc)."""
+    """What one subscriber has not been handed yet from one queue (see the module doc).
 
-    __slots__ = ("gap", "messages", "notices", "order", "priority", "queue", "quota")
+    A *held* lane collects live messages but hands nothing out: a subscription waiting for
+    its replay. :meth:`SubscriberBuffer.release_lane` puts the replay in front.
+    """
+
+    __slots__ = ("gap", "held", "messages", "notices", "order", "priority", "queue", "quota")
 
     def __init__(self, queue: Hashable, *, priority: int, quota: int | None, order: int) -> None:
         self.queue = queue
@@ -246,6 +331,7 @@ class Lane:
         self.notices: list[bytes] = []
         self.gap: Gap | None = None
         self.messages: deque[Message] = deque()
+        self.held = False
 
     def __bool__(self) -> bool:
         return bool(self.notices or self.gap is not None or self.messages)
@@ -301,11 +387,16 @@ class SubscriberBuffer:
         notices: Iterable[bytes] = (),
         gap: Gap | None = None,
         messages: Iterable[Message] = (),
+        held: bool = False,
     ) -> Lane:
-        """Subscribe: a new lane holding the replay (which may exceed the capacity once)."""
+        """Subscribe: a new lane holding the replay (which may exceed the capacity once).
+
+        A ``held`` lane waits for its replay (:meth:`release_lane`) and hands nothing out.
+        """
         assert queue not in self.lanes
         self._subscriptions += 1
         lane = Lane(queue, priority=priority, quota=quota, order=self._subscriptions)
+        lane.held = held
         lane.notices.extend(notices)
         lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
         lane.messages.extend(messages)
@@ -313,6 +404,42 @@ class SubscriberBuffer:
         self.lanes[queue] = lane
         self._order.append(lane)
         self._order.sort(key=lambda ln: (-ln.priority, ln.order))
+        return lane
+
+    def release_lane(
+        self,
+        queue: Hashable,
+        *,
+        seq: int,
+        notices: Iterable[bytes] = (),
+        gap: Gap | None = None,
+        messages: Iterable[Message] = (),
+    ) -> Lane:
+        """End the hold of a lane: the replay up to ``seq`` goes ahead of the live messages.
+
+        ``gap`` and ``messages`` are the replay of everything up to ``seq``. Live messages
+        that arrived while the lane was held and are numbered ``seq`` or below are in the
+        replay already and are dropped, so the two meet exactly: no duplicate, no hole. If
+        live messages beyond ``seq`` were dropped meanwhile (the lane was full), the pending
+        gap is widened back over the replay, which is then not handed out: a lane holds one
+        gap, and every missed seq is still reported once.
+        """
+        lane = self.lanes[queue]
+        lane.held = False
+        live = lane.messages
+        while live and live[0].seq <= seq:
+            live.popleft()
+            self.size -= 1
+        replay = [m for m in messages if m.seq <= seq]
+        held_gap = lane.gap
+        if held_gap is not None and held_gap.last > seq:
+            first = gap.first if gap is not None else replay[0].seq if replay else seq + 1
+            lane.gap = Gap(min(first, max(held_gap.first, seq + 1)), held_gap.last, queue)
+        else:
+            lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
+            live.extendleft(reversed(replay))
+            self.size += len(replay)
+        lane.notices[:0] = list(notices)
         return lane
 
     def remove_lane(self, queue: Hashable) -> Lane | None:
@@ -354,6 +481,8 @@ class SubscriberBuffer:
         """Hand out one round: every lane by priority, at most ``quota`` messages each."""
         out: list[Item] = []
         for lane in self._order:
+            if lane.held:
+                continue
             if lane.notices:
                 out.extend(lane.notices)
                 lane.notices.clear()

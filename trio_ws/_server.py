@@ -2,12 +2,15 @@
 
 Theory of operation
 -------------------
-:meth:`Server.serve` opens one nursery. It holds the accept loops, background tasks and one
-task per accepted connection. Each connection task runs inside its own *shielded* cancel
-scope, so cancelling ``serve()`` does not tear connections down mid-frame: instead the
-shutdown path stops the accept loops, sends Close 1001 to every client, waits up to
-``close_timeout`` for the close handshakes, and only then cancels what is left. Nothing
-started by the server outlives ``serve()``.
+:meth:`Server.serve` nests three nurseries by lifetime: the connection handlers outside,
+the services (the broker, the broadcast engine, keepalive, background jobs) inside them,
+the accept loops innermost. They run under one shielded scope, so cancelling ``serve()``
+does not tear connections down mid-frame: ``serve()`` sees the cancellation and starts the
+shutdown, which stops the accept loops, sends Close 1001 to every client and waits up to
+``close_timeout`` for the close handshakes (the services still running, so a subscriber
+being drained gets its 1001), cancels what is left, waits for every handler to end, and
+only then stops the services. The shield has a deadline; nothing started by the server
+outlives ``serve()``.
 
 Plain TCP listeners are stdlib non-blocking sockets accepted with
 :func:`trio.lowlevel.wait_readable`, and their connections use
@@ -41,7 +44,7 @@ from ._transport import (
     TransportClosed,
     is_fd_exhaustion,
 )
-from .protocol._connection import ConnectionState, WebSocketProtocol
+from .protocol._connection import WebSocketProtocol
 from .protocol._deflate import negotiate_server
 from .protocol._errors import CloseCode, RemoteProtocolError
 from .protocol._frames import Role
@@ -169,7 +172,8 @@ class Server:
         self.ws_routes: dict[str, Handler] = dict(ws_routes or {})
         self.select_subprotocol = select_subprotocol
         self.connections: set[WebSocketConnection] = set()
-        self._scopes: set[trio.CancelScope] = set()
+        self._handling = 0
+        self._handlers: trio.Nursery | None = None
         self._accepting = trio.Event()
         self._accepting.set()
         self._connections_total = 0
@@ -203,7 +207,7 @@ class Server:
         return ServerStatistics(
             connections=len(conns),
             connections_total=self._connections_total,
-            sockets=len(self._scopes),
+            sockets=self._handling,
             http_requests=self._http_requests,
             refused=dict(self._refused),
             close_codes=dict(self._close_codes),
@@ -223,6 +227,7 @@ class Server:
         *,
         listeners: Sequence[socket.socket | trio.abc.Listener[Any]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        services: Sequence[Callable[..., Awaitable[None]]] = (),
         background: Sequence[Callable[[], Awaitable[None]]] = (),
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -231,63 +236,126 @@ class Server:
         ``task_status.started()`` reports the bound addresses (``"127.0.0.1:54321"``), so
         ``await nursery.start(server.serve, "127.0.0.1", 0)`` gives the port. Stdlib
         listening sockets and trio listeners may be handed in instead of host and port.
-        ``background`` are async callables run in the server's nursery and cancelled at
-        shutdown.
+        ``services`` are started (``await nursery.start(service)``: each takes
+        ``task_status``) and ``background`` jobs run, before the first connection is
+        accepted; both outlive every connection and are cancelled at the end of shutdown.
         """
         owned: list[socket.socket] = []
         if listeners is None:
             owned = bind_sockets(host, port)
             listeners = owned
+        lifetime = trio.CancelScope(shield=True)
+        stopping = trio.Event()
+        done = trio.Event()
         try:
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as root:
+                addresses = await root.start(
+                    self._lifetime,
+                    lifetime,
+                    listeners,
+                    ssl_context,
+                    services,
+                    background,
+                    stopping,
+                    done,
+                )
+                task_status.started(addresses)
                 try:
-                    async with trio.open_nursery() as accept_nursery:
-                        addresses: list[str] = []
-                        for listener in listeners:
-                            if isinstance(listener, socket.socket):
-                                listener.setblocking(False)
-                                addresses.append(_format_addr(listener.getsockname()))
-                                accept_nursery.start_soon(
-                                    self._accept_socket, listener, nursery, ssl_context
-                                )
-                            else:
-                                sock = getattr(listener, "socket", None)
-                                if sock is not None:
-                                    addresses.append(_format_addr(sock.getsockname()))
-                                accept_nursery.start_soon(self._accept_listener, listener, nursery)
-                        for job in background:
-                            accept_nursery.start_soon(job)
-                        if self.config.ping_interval is not None:
-                            accept_nursery.start_soon(self._keepalive)
-                        self.addresses = addresses
-                        for address in addresses:
-                            log.info("serving on %s", address)
-                        task_status.started(addresses)
+                    await trio.sleep_forever()
                 finally:
-                    with trio.CancelScope(shield=True):
-                        await self._shutdown()
+                    # Cancelled: the one shield of the server lets the connections close
+                    # (1001) while the services still run, for a bounded time.
+                    stopping.set()
+                    with trio.CancelScope(shield=True) as grace:
+                        grace.deadline = trio.current_time() + 2 * self.config.close_timeout + 1
+                        await done.wait()
+                    lifetime.cancel()
         finally:
             for sock in owned:
                 trio.lowlevel.notify_closing(sock)
                 sock.close()
 
-    async def _shutdown(self) -> None:
-        """Close every client with 1001, wait up to the grace period, cancel the rest."""
-        if not self._scopes:
-            return
-        log.info("shutting down: closing %d connection(s)", len(self.connections))
-        with trio.move_on_after(self.config.close_timeout):
-            # One task per connection: a TLS stream (or a full socket buffer) needs someone
-            # to wait while the Close goes out; its reader is blocked in receive.
-            async with trio.open_nursery() as closers:
-                for conn in list(self.connections):
-                    if conn.state is ConnectionState.OPEN and conn.closed is None:
-                        closers.start_soon(conn.send_close, CloseCode.GOING_AWAY, "server shutdown")
-            while self._scopes:
-                self._all_done = trio.Event()
-                await self._all_done.wait()
-        for scope in list(self._scopes):
-            scope.cancel()
+    async def _lifetime(
+        self,
+        lifetime: trio.CancelScope,
+        listeners: Sequence[socket.socket | trio.abc.Listener[Any]],
+        ssl_context: ssl.SSLContext | None,
+        services: Sequence[Callable[..., Awaitable[None]]],
+        background: Sequence[Callable[[], Awaitable[None]]],
+        stopping: trio.Event,
+        done: trio.Event,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Handlers outside, services inside them, listeners innermost (STYLE.md)."""
+        try:
+            with lifetime:
+                async with trio.open_nursery() as handlers:
+                    self._handlers = handlers
+                    async with trio.open_nursery() as service_nursery:
+                        for service in services:
+                            await service_nursery.start(service)
+                        for job in background:
+                            service_nursery.start_soon(job)
+                        if self.config.ping_interval is not None:
+                            service_nursery.start_soon(self._keepalive)
+                        async with trio.open_nursery() as accept_nursery:
+                            addresses = self._start_accepting(
+                                accept_nursery, listeners, handlers, ssl_context
+                            )
+                            self.addresses = addresses
+                            for address in addresses:
+                                log.info("serving on %s", address)
+                            task_status.started(addresses)
+                            await stopping.wait()
+                            accept_nursery.cancel_scope.cancel()
+                        await self._shutdown(handlers)
+                        service_nursery.cancel_scope.cancel()
+        finally:
+            self._handlers = None
+            done.set()
+
+    def _start_accepting(
+        self,
+        nursery: trio.Nursery,
+        listeners: Sequence[socket.socket | trio.abc.Listener[Any]],
+        handlers: trio.Nursery,
+        ssl_context: ssl.SSLContext | None,
+    ) -> list[str]:
+        addresses: list[str] = []
+        for listener in listeners:
+            if isinstance(listener, socket.socket):
+                listener.setblocking(False)
+                addresses.append(_format_addr(listener.getsockname()))
+                nursery.start_soon(self._accept_socket, listener, handlers, ssl_context)
+            else:
+                sock = getattr(listener, "socket", None)
+                if sock is not None:
+                    addresses.append(_format_addr(sock.getsockname()))
+                nursery.start_soon(self._accept_listener, listener, handlers)
+        return addresses
+
+    async def _shutdown(self, handlers: trio.Nursery) -> None:
+        """Close every client with 1001, wait up to the grace period, cancel the rest, and
+        wait for the handlers to end (the services still run meanwhile)."""
+        if self._handling:
+            log.info("shutting down: closing %d connection(s)", len(self.connections))
+            with trio.move_on_after(self.config.close_timeout):
+                # One task per connection: a TLS stream (or a full socket buffer) needs
+                # someone to wait while the Close goes out; its reader is in receive.
+                async with trio.open_nursery() as closers:
+                    for conn in list(self.connections):
+                        if conn.writable:
+                            closers.start_soon(
+                                conn.send_close, CloseCode.GOING_AWAY, "server shutdown"
+                            )
+                await self._wait_handlers()
+        handlers.cancel_scope.cancel()
+        await self._wait_handlers()
+
+    async def _wait_handlers(self) -> None:
+        while self._handling:
+            self._all_done = trio.Event()
+            await self._all_done.wait()
 
     async def _accept_socket(
         self, lsock: socket.socket, nursery: trio.Nursery, ssl_context: ssl.SSLContext | None
@@ -374,7 +442,7 @@ class Server:
         """Ping the quiet connections, drop those whose ping went unanswered too long."""
         now = trio.current_time()
         for conn in list(self.connections):
-            if conn.closed is not None or conn.state is not ConnectionState.OPEN:
+            if not conn.writable:
                 continue
             if conn.ping_sent_at is not None:
                 if now - conn.ping_sent_at > timeout:
@@ -382,22 +450,16 @@ class Server:
                     # Close 1011 (DESIGN.md) in case the peer still reads, then drop the
                     # connection, whose peer may well be gone.
                     try:
-                        conn.protocol.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                        if not conn.write_nowait(conn.protocol.data_to_send()):
+                        if not conn.close_nowait(
+                            CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
+                        ):
                             flushes.start_soon(self._flush_then_abort, conn)
                             continue
                     except ConnectionClosed:
                         pass
                     conn.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             elif now - conn.last_received > interval:
-                conn.ping_sent_at = now
-                try:
-                    conn.protocol.send_ping(b"keepalive")
-                    if not conn.write_nowait(conn.protocol.data_to_send()):
-                        # Left pending (always, on TLS): someone must wait to send it.
-                        flushes.start_soon(_flush, conn)
-                except ConnectionClosed:
-                    pass
+                conn.ping_nowait()
 
     async def _flush_then_abort(self, conn: WebSocketConnection) -> None:
         """Give a keepalive Close that did not fit (always, on TLS) a bounded chance."""
@@ -409,19 +471,17 @@ class Server:
 
     async def _handle(self, transport: Transport, remote: str | None) -> None:
         """The firewall around one connection: nothing it does can hurt the server."""
-        scope = trio.CancelScope(shield=True)
-        self._scopes.add(scope)
+        self._handling += 1
         try:
-            with scope:
-                await self._run(transport, remote)
+            await self._run(transport, remote)
         except Exception:
             log.exception("connection %s: unexpected error", remote)
         finally:
-            self._scopes.discard(scope)
+            self._handling -= 1
             transport.abort()
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):  # closing a socket does not block
                 await transport.aclose()
-            if not self._scopes and self._all_done is not None:
+            if not self._handling and self._all_done is not None:
                 self._all_done.set()
 
     async def _reply_http(self, transport: Transport, status: int, data: bytes) -> None:
@@ -524,6 +584,7 @@ class Server:
             write_buffer_size=config.write_buffer_size,
             send_timeout=config.send_timeout,
             close_timeout=config.close_timeout,
+            background=self._handlers,
         )
         self.connections.add(conn)
         self._connections_total += 1

@@ -13,10 +13,14 @@ from typing import Any
 
 import trio
 
-from .._app import App, Client, ServiceError
+from .._app import App
+from .._clients import Client
 from .._config import ServerConfig
 from .._http import static_resource
-from .._login import valid_name
+from .._names import MAX_QUEUE_NAME_LENGTH, valid_name
+from .._queue_model import QueueOptions
+from .._services import ServiceError
+from ..brokers import Broker
 from .._stats import stats_endpoint
 
 _PACKAGE = __package__ or "trio_ws.demo"
@@ -48,8 +52,11 @@ def _group(message: dict[str, Any]) -> str:
     group = message.get("group")
     if not isinstance(group, str):
         raise ServiceError("bad_message", "field 'group' must be a string")
-    if not valid_name(group, max_length=64):
-        raise ServiceError("bad_message", "group names are 1-64 characters of A-Z a-z 0-9 _ . -")
+    if not valid_name(group, max_length=MAX_QUEUE_NAME_LENGTH):
+        raise ServiceError(
+            "bad_message",
+            f"group names are 1-{MAX_QUEUE_NAME_LENGTH} characters of A-Z a-z 0-9 _ . -",
+        )
     if group == STREAM:
         raise ServiceError("bad_message", f"{STREAM!r} is the server's ticker: use 'streamed'")
     return group
@@ -63,7 +70,7 @@ async def ticker(app: App, *, rate: float = TICKS_PER_SECOND, seed: int | None =
         symbol = rng.choice(list(prices))
         prices[symbol] = round(max(0.01, prices[symbol] * (1 + rng.gauss(0, 0.004))), 2)
         data = {"symbol": symbol, "price": prices[symbol], "time": round(time.time(), 3)}
-        app.publish(STREAM, {"type": "streamed", "data": data})
+        await app.publish(STREAM, {"type": "streamed", "data": data})
         await trio.sleep(1 / rate)
 
 
@@ -72,14 +79,16 @@ def create_app(
     config: ServerConfig | None = None,
     dashboard_token: str | None = None,
     ticks_per_second: float = TICKS_PER_SECOND,
+    broker: Broker | str = "memory",
 ) -> App:
     """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard."""
-    app = App(config=config, ws_path="/ws")
+    app = App(
+        config=config, ws_path="/ws", broker=broker, queue_defaults=QueueOptions(history=HISTORY)
+    )
     for path, name in _STATIC.items():
         app.router.add(path, static_resource(_PACKAGE, name))
     app.websocket("/stats")(stats_endpoint(app, token=dashboard_token))
     app.queue(STREAM, history=HISTORY)
-    app.hub.queue_defaults["history"] = HISTORY
 
     @app.background
     async def feed() -> None:
@@ -99,7 +108,7 @@ def create_app(
     async def grouped(client: Client, message: dict[str, Any]) -> None:
         action = message["action"]
         if action == "subscribe":
-            app.subscribe(client, _group(message), since=_since(message))
+            await app.subscribe(client, _group(message), since=_since(message))
         elif action == "unsubscribe":
             group = _group(message)
             app.unsubscribe(client, group)
@@ -109,13 +118,12 @@ def create_app(
             text = message.get("text")
             if not isinstance(text, str):
                 raise ServiceError("bad_message", "field 'text' must be a string")
-            app.publish(
+            await app.publish(
                 group, {"type": "grouped", "group": group, "from": client.name, "text": text}
             )
         elif action == "members":
             group = _group(message)
-            queue = app.hub.get(group)
-            names = queue.members() if queue is not None else []
+            names = await app.members(group)
             await client.send({"type": "members", "group": group, "names": names})
         else:
             raise ServiceError("bad_message", f"unknown grouped action {action!r}")
@@ -124,7 +132,7 @@ def create_app(
     async def streamed(client: Client, message: dict[str, Any]) -> None:
         action = message["action"]
         if action == "subscribe":
-            app.subscribe(client, STREAM, since=_since(message))
+            await app.subscribe(client, STREAM, since=_since(message))
         elif action == "unsubscribe":
             app.unsubscribe(client, STREAM)
             await client.send({"type": "unsubscribed", "group": STREAM})

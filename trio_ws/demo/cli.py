@@ -18,6 +18,7 @@ import trio
 
 from .._config import ServerConfig
 from .._server import bind_sockets
+from ..brokers import Broker, broker_from_url
 from .app import create_app
 
 
@@ -90,7 +91,7 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-async def _run(args: argparse.Namespace, context: ssl.SSLContext | None) -> None:
+async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker: Broker) -> None:
     # Signals are caught before the port opens: from the first connection on, SIGINT and
     # SIGTERM mean a clean shutdown.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -101,6 +102,7 @@ async def _run(args: argparse.Namespace, context: ssl.SSLContext | None) -> None
         app = create_app(
             config=ServerConfig(allowed_origins=tuple(args.allowed_origin)),
             dashboard_token=args.dashboard_token,
+            broker=broker,
         )
         http, ws = ("https", "wss") if context is not None else ("http", "ws")
         async with trio.open_nursery() as nursery:
@@ -121,12 +123,14 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if not 0 <= args.port <= 65535:
         _fail(f"--port must be 0..65535, not {args.port}")
-    if args.broker != "memory":
-        _fail(f"unknown broker {args.broker!r}: this build has the embedded 'memory' broker only")
+    try:
+        broker = broker_from_url(args.broker)
+    except ValueError as exc:
+        _fail(str(exc))
     if args.workers != 1:
         _fail("--workers above 1 needs a broker shared by the processes; 'memory' is per process")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     context = _ssl_context(args)
-    trio.run(_run, args, context)
+    trio.run(_run, args, context, broker)

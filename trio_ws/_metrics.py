@@ -1,0 +1,146 @@
+"""What a node tells about itself: ``/healthz`` (JSON) and ``/metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._http import HttpResponse
+from .brokers._base import BrokerState
+
+if TYPE_CHECKING:
+    from ._app import App
+    from .protocol._handshake import Request
+
+__all__ = ["healthz", "metrics", "metrics_text", "queue_stats"]
+
+
+def queue_stats(app: App) -> dict[str, Any]:
+    """Per queue: subscribers, last seq, published, drops and depth (for the dashboard)."""
+    queues = []
+    for name, q in sorted(app.hub.queues.items()):
+        depth = sum(len(lane.messages) for lane in q._subs.values())
+        queues.append(
+            {
+                "name": name,
+                "subscribers": len(q),
+                "seq": q.seq,
+                "published": q.published,
+                "drops": q.dropped,
+                "depth": depth,
+            }
+        )
+    return {"queues": queues}
+
+
+def healthz(app: App, _request: Request) -> HttpResponse:
+    """``ok`` while the broker is up, ``degraded`` (still 200: local clients are served)
+    while it is not."""
+    stats = app.server.statistics()
+    broker = app.broker.describe()
+    body = {
+        "status": "ok" if app.broker.state is BrokerState.UP else "degraded",
+        "connections": stats.connections,
+        "clients": len(app.clients),
+        "accepting": stats.accepting,
+        "broker": broker,
+        "uptime_seconds": round(time.time() - app.started_at, 3),
+    }
+    return HttpResponse(200, json.dumps(body) + "\n", "application/json")
+
+
+def metrics(app: App, _request: Request) -> HttpResponse:
+    return HttpResponse(200, metrics_text(app), "text/plain; version=0.0.4; charset=utf-8")
+
+
+def metrics_text(app: App) -> str:
+    """The Prometheus text exposition of this node's counters."""
+    stats = app.server.statistics()
+    lines = [
+        "# HELP trio_ws_connections Open WebSocket connections.",
+        "# TYPE trio_ws_connections gauge",
+        f"trio_ws_connections {stats.connections}",
+        "# HELP trio_ws_clients Logged-in clients.",
+        "# TYPE trio_ws_clients gauge",
+        f"trio_ws_clients {len(app.clients)}",
+        "# HELP trio_ws_connections_total WebSocket connections accepted.",
+        "# TYPE trio_ws_connections_total counter",
+        f"trio_ws_connections_total {stats.connections_total}",
+        "# HELP trio_ws_messages_received_total Messages received from clients.",
+        "# TYPE trio_ws_messages_received_total counter",
+        f"trio_ws_messages_received_total {stats.messages_in}",
+        "# HELP trio_ws_messages_sent_total Messages sent to clients.",
+        "# TYPE trio_ws_messages_sent_total counter",
+        f"trio_ws_messages_sent_total {stats.messages_out}",
+        "# HELP trio_ws_received_bytes_total Bytes received on WebSocket connections.",
+        "# TYPE trio_ws_received_bytes_total counter",
+        f"trio_ws_received_bytes_total {stats.bytes_in}",
+        "# HELP trio_ws_sent_bytes_total Bytes sent on WebSocket connections.",
+        "# TYPE trio_ws_sent_bytes_total counter",
+        f"trio_ws_sent_bytes_total {stats.bytes_out}",
+        "# HELP trio_ws_http_requests_total Plain HTTP requests answered.",
+        "# TYPE trio_ws_http_requests_total counter",
+        f"trio_ws_http_requests_total {stats.http_requests}",
+        "# HELP trio_ws_refused_total Handshakes refused, by HTTP status.",
+        "# TYPE trio_ws_refused_total counter",
+    ]
+    lines += [
+        f'trio_ws_refused_total{{status="{s}"}} {n}' for s, n in sorted(stats.refused.items())
+    ]
+    lines += [
+        "# HELP trio_ws_closed_total Closed WebSocket connections, by close code.",
+        "# TYPE trio_ws_closed_total counter",
+    ]
+    lines += [
+        f'trio_ws_closed_total{{code="{c}"}} {n}' for c, n in sorted(stats.close_codes.items())
+    ]
+    lines += [
+        "# HELP trio_ws_service_calls_total Messages handled, by service.",
+        "# TYPE trio_ws_service_calls_total counter",
+    ]
+    lines += [
+        f'trio_ws_service_calls_total{{service="{t}"}} {e.calls}'
+        for t, e in sorted(app._services.items())
+    ]
+    lines += [
+        "# HELP trio_ws_service_seconds_total Time spent in services.",
+        "# TYPE trio_ws_service_seconds_total counter",
+    ]
+    lines += [
+        f'trio_ws_service_seconds_total{{service="{t}"}} {e.seconds:.6f}'
+        for t, e in sorted(app._services.items())
+    ]
+    queues = queue_stats(app)["queues"]
+    for metric, kind, field, text in (
+        ("trio_ws_queue_subscribers", "gauge", "subscribers", "Subscribers, by queue."),
+        ("trio_ws_queue_depth", "gauge", "depth", "Messages waiting in subscriber buffers."),
+        ("trio_ws_queue_published_total", "counter", "published", "Messages published."),
+        (
+            "trio_ws_queue_dropped_total",
+            "counter",
+            "drops",
+            "Messages skipped for slow subscribers.",
+        ),
+    ):
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+        lines += [f'{metric}{{queue="{q["name"]}"}} {q[field]}' for q in queues]
+    hub = app.hub.statistics()
+    lines += [
+        "# HELP trio_ws_subscribers_kicked_total Subscribers closed (1013) for being too slow.",
+        "# TYPE trio_ws_subscribers_kicked_total counter",
+        f"trio_ws_subscribers_kicked_total {hub.kicked}",
+    ]
+    broker = app.broker.statistics()
+    lines += [
+        "# HELP trio_ws_broker_up Whether the broker is reachable (1) or not (0).",
+        "# TYPE trio_ws_broker_up gauge",
+        f'trio_ws_broker_up{{kind="{broker.kind}"}} {int(broker.state is BrokerState.UP)}',
+        "# HELP trio_ws_broker_outages_total Times the broker connection was lost.",
+        "# TYPE trio_ws_broker_outages_total counter",
+        f"trio_ws_broker_outages_total {broker.outages}",
+        "# HELP trio_ws_broker_errors_total Operations refused while the broker was unavailable.",
+        "# TYPE trio_ws_broker_errors_total counter",
+        f"trio_ws_broker_errors_total {broker.errors}",
+    ]
+    return "\n".join(lines) + "\n"
