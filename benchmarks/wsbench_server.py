@@ -33,8 +33,8 @@ def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
         path = conn.request.path
         try:
             if path == "/sub":
-                sub = hub.subscriber(conn)
-                hub.subscribe(queue, sub)
+                sub = await hub.subscriber(conn)
+                await hub.subscribe(queue, sub)
                 try:
                     while True:  # subscribers never send; this reads until the close
                         await conn.receive()
@@ -42,7 +42,7 @@ def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
                     hub.remove(sub)
             elif path == "/pub":
                 while True:
-                    publish(await conn.receive())
+                    await publish(await conn.receive())
             else:
                 while True:
                     await conn.send(await conn.receive())

@@ -31,11 +31,12 @@ import trio_ws
 
 HISTORY = 50  # messages each room keeps for late joiners
 
-app = trio_ws.App(login=trio_ws.unique_names())
 # Rooms are not declared in advance: a queue is created the first time its name is used,
 # with these options. Bad room names (not 1-64 of A-Z a-z 0-9 _ . -) raise QueueError,
 # which the App turns into an error reply for the client, like a ServiceError.
-app.hub.queue_defaults["history"] = HISTORY
+app = trio_ws.App(
+    login=trio_ws.unique_names(), queue_defaults=trio_ws.QueueOptions(history=HISTORY)
+)
 
 
 @app.service("join", fields={"room": str})
@@ -50,7 +51,7 @@ async def join(client: trio_ws.Client, message: dict[str, Any]) -> None:
         raise trio_ws.ServiceError("bad_message", "'since' must be a non-negative integer")
     # reply=True (the default) queues {"type": "subscribed", "group": room, "seq": n}
     # ahead of the replay. Joining twice is harmless: nothing is delivered twice.
-    app.subscribe(client, room, since=since)
+    await app.subscribe(client, room, since=since)
 
 
 @app.service("leave", fields={"room": str})
@@ -61,19 +62,20 @@ async def leave(client: trio_ws.Client, message: dict[str, Any]) -> None:
 
 @app.service("say", fields={"room": str, "text": str})
 async def say(client: trio_ws.Client, message: dict[str, Any]) -> None:
-    if client.name not in app.hub.members(message["room"]):
+    if client.subscriber is None or message["room"] not in client.subscriber.subscriptions:
         raise trio_ws.ServiceError("not_joined", f"join {message['room']!r} first")
-    # publish() never blocks: a slow member gets buffered (then a gap), never the others.
+    # publish() never waits for a member: a slow one gets buffered (then a gap), never the
+    # others; with the embedded broker it completes at once.
     # A dict is sent as JSON with its "seq" in the room added.
     said = {"type": "said", "room": message["room"], "from": client.name}
-    app.publish(message["room"], {**said, "text": message["text"]})
+    await app.publish(message["room"], {**said, "text": message["text"]})
 
 
 @app.service("members", fields={"room": str})
 async def members(client: trio_ws.Client, message: dict[str, Any]) -> None:
     # Presence comes free with the queues: the names subscribed now, sorted ([] for a room
     # nobody created). A client that disconnects leaves all its rooms at once.
-    names = app.hub.members(message["room"])
+    names = await app.members(message["room"])
     await client.send({"type": "members", "room": message["room"], "names": names})
 
 

@@ -51,10 +51,10 @@ def make_app(interval: float) -> trio_ws.App:
             current[symbol] = round(max(0.01, current[symbol] * (1 + rng.gauss(0, 0.004))), 2)
             # The old price of `symbol` is superseded: withdraw it, so nobody still waiting
             # for it (a slow reader, a replay) gets it. No gap is reported for it.
-            prices.retract(symbol)
+            await prices.retract(symbol)
             update = {"type": "price", "symbol": symbol, "price": current[symbol]}
-            # publish() never blocks and adds "seq" to the JSON it sends.
-            prices.publish({**update, "time": round(time.time(), 3)}, key=symbol)
+            # publish() never waits for a subscriber and adds "seq" to the JSON it sends.
+            await prices.publish({**update, "time": round(time.time(), 3)}, key=symbol)
             await trio.sleep(interval)
 
     @app.service("subscribe")
@@ -65,7 +65,7 @@ def make_app(interval: float) -> trio_ws.App:
         # Replies {"type": "subscribed", "group": "prices", "seq": S}; with `since`, then a
         # {"type": "gap", ...} for whatever after `since` expired or fell out of the history,
         # then the kept prices after `since`, then the live ones after S. No duplicates.
-        app.subscribe(client, prices, since=since)
+        await app.subscribe(client, prices, since=since)
 
     @app.service("unsubscribe")
     async def unsubscribe(client: trio_ws.Client, _message: dict[str, Any]) -> None:

@@ -454,7 +454,7 @@ async def test_abrupt_disconnect_is_quiet(
 # A recipient that never reads
 
 
-async def test_sending_to_a_slow_recipient_never_blocks_the_sender_forever(
+async def test_sending_to_a_slow_recipient_never_blocks_the_sender(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = demo_app(write_buffer_size=16 * 1024, send_timeout=0.3)
@@ -474,11 +474,20 @@ async def test_sending_to_a_slow_recipient_never_blocks_the_sender_forever(
                     replies.append(reply)
                     if reply.get("type") == "error":
                         break
-                # The sender got an answer every time; the slow one was closed, after which
-                # routing to it reports an unknown recipient.
+                    held = app.clients.get("slow")
+                    assert held is not None
+                    # Room is checked before queueing: at most one message beyond the limit.
+                    assert held.connection.pending_size <= 16 * 1024 + len(text) + 16
+                # The sender got an answer at once every time, and "busy" (not "unknown")
+                # while the recipient is connected but not reading.
                 assert all(r["type"] == "pong" for r in replies[:-1])
-                assert without_message(replies[-1]) == error("unknown_recipient")
+                assert without_message(replies[-1]) == error("recipient_busy")
+                assert await receive_json(fast) == {"type": "pong"}  # of the last ping
+                # The recipient that never drains is closed when send_timeout runs out;
+                # routing to it then reports an unknown recipient.
                 await wait_until(lambda: "slow" not in app.clients)
+                await fast.send({"type": "routed", "to": "slow", "text": "x"})
+                assert without_message(await receive_json(fast)) == error("unknown_recipient")
                 await fast.send({"type": "ping"})
                 assert await receive_json(fast) == {"type": "pong"}
     assert app.server.statistics().close_codes.get(1008, 0) >= 1

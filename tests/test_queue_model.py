@@ -119,13 +119,18 @@ def test_retract_forgets_messages_evicted_from_history() -> None:
     assert history._keyed == {}
 
 
-def test_rate_limiter_sliding_window() -> None:
-    limiter = RateLimiter(3, 1.0)
-    assert [limiter.allow(t) for t in (0.0, 0.1, 0.2, 0.3)] == [True, True, True, False]
-    assert limiter.allow(0.99) is False
-    assert limiter.allow(1.0) is True
+def test_rate_limiter_token_bucket() -> None:
+    limiter = RateLimiter(3, 1.0)  # bursts of 3, then 3 per second (one per 1/3 s)
+    assert [limiter.allow(t) for t in (0.0, 0.0, 0.0, 0.0)] == [True, True, True, False]
+    assert limiter.allow(0.3) is False  # 0.9 of a token back
+    assert limiter.allow(0.34) is True
+    assert limiter.allow(0.34) is False
+    assert [limiter.allow(10.0) for _ in range(4)] == [True, True, True, False]  # at most 3 saved
+    assert limiter.allow(5.0) is False  # a clock going back gives nothing back
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        RateLimiter(1, 0.0)
 
 
 # ---------------------------------------------------------------------------------------
