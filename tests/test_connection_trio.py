@@ -505,3 +505,38 @@ async def test_cancelling_a_receive_while_its_pong_is_written_keeps_the_connecti
             await pongs[0].wait()
         await client.send("still open")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_write_during_a_drain_waits_behind_the_frame_being_written() -> None:
+    """A write that finds the kernel buffer free while a drain is mid-chunk must queue.
+
+    The drainer takes the pending bytes out of the queue while it writes them; a second
+    writer that found the queue empty used to write at once, into the middle of a frame.
+    """
+    import socket
+
+    from trio_ws._transport import SocketTransport
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        server = WebSocketConnection(SocketTransport(ours), WebSocketProtocol(Role.SERVER))
+        big = b"x" * 500_000
+        received = bytearray()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.send, big)  # partly written, the rest drains
+                await trio.testing.wait_all_tasks_blocked()
+                assert server._draining
+                received += theirs.recv(65536)  # room in the kernel buffer, drainer asleep
+                server.send_nowait("hello")
+                while len(received) < (10 + len(big)) + (2 + 5):  # the two frames
+                    await trio.lowlevel.wait_readable(theirs)
+                    received += theirs.recv(1 << 20)
+        client = WebSocketProtocol(Role.CLIENT)
+        client.receive_data(bytes(received))
+        messages = [event.data for event in client.events_received()]  # type: ignore[attr-defined]
+        assert messages == [big, "hello"]

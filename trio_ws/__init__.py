@@ -15,7 +15,12 @@ from ._broadcast import (
 from ._client import HandshakeFailed, connect
 from ._clients import Client, ClientRegistry, RecipientBusy, UnknownClient
 from ._config import ServerConfig
-from ._connection import ConnectionClosed, WebSocketConnection
+from ._connection import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    WebSocketConnection,
+)
 from ._http import HttpResponse, HttpRouter, static_resource
 from ._login import (
     LoginAccepted,
@@ -45,6 +50,8 @@ __all__ = [
     "ClientRegistry",
     "CloseCode",
     "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "HandshakeFailed",
     "HttpResponse",
     "HttpRouter",

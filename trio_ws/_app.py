@@ -75,8 +75,6 @@ class App:
         self.broker = broker_from_url(broker) if isinstance(broker, str) else broker
         self.clients = ClientRegistry(self.broker)
         self.sessions = SessionDriver(self)
-        self.broker.on_displaced = self.sessions.displaced
-        self.broker.report = self._report
         self.router = HttpRouter()
         self.router.add("/healthz", functools.partial(healthz, self))
         self.router.add("/metrics", functools.partial(metrics, self))
@@ -100,9 +98,29 @@ class App:
         self._on_login: list[LoginHook] = []
         self._on_disconnect: list[DisconnectHook] = []
         self.started_at = time.time()
+        self._serving = False
+        self.use_broker(self.broker)
         self.stats_providers: list[Callable[[], dict[str, Any]]] = [
             functools.partial(queue_stats, self)
         ]
+
+    def use_broker(self, broker: Broker | str) -> None:
+        """Make ``broker`` (or the broker a URL names) the one this app uses.
+
+        Raises:
+            RuntimeError: the app is serving.
+        """
+        if self._serving:
+            raise RuntimeError("the broker cannot change while the app serves")
+        broker = broker_from_url(broker) if isinstance(broker, str) else broker
+        self.broker = broker
+        self.hub.broker = broker
+        broker.on_message = self.hub._on_message
+        broker.on_retract = self.hub._on_retract
+        self.clients._broker = broker
+        broker.on_routed = self.clients._on_routed
+        broker.on_displaced = self.sessions.displaced
+        broker.report = self._report
 
     def _report(self) -> tuple[int, int]:
         return (len(self.server.connections), len(self.clients))
@@ -282,14 +300,37 @@ class App:
         *,
         listeners: Sequence[Any] | None = None,
         ssl_context: Any = None,
+        broker: Broker | str | None = None,
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled (see :meth:`Server.serve`).
 
         The broker, the hub, the service watchdog and the background jobs run as the
         server's services: they start before the first connection is accepted and stop
-        after the last one was closed (1001 at shutdown).
+        after the last one was closed (1001 at shutdown). ``broker`` replaces the app's
+        broker first (see :meth:`use_broker`).
+
+        Raises:
+            RuntimeError: the app is serving already.
         """
+        if broker is not None:
+            self.use_broker(broker)
+        if self._serving:
+            raise RuntimeError("this app is serving already")
+        self._serving = True
+        try:
+            await self._serve(host, port, listeners, ssl_context, task_status)
+        finally:
+            self._serving = False
+
+    async def _serve(
+        self,
+        host: str | None,
+        port: int,
+        listeners: Sequence[Any] | None,
+        ssl_context: Any,
+        task_status: trio.TaskStatus[list[str]],
+    ) -> None:
         await self.server.serve(
             host,
             port,

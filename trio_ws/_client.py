@@ -52,6 +52,7 @@ async def connect(
     ssl_context: ssl.SSLContext | None = None,
     open_timeout: float | None = 10.0,
     close_timeout: float = 5.0,
+    stream: trio.abc.Stream | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection; close it (1000) when the block ends.
 
@@ -65,6 +66,9 @@ async def connect(
         ssl_context: for ``wss://``; the default verifies certificates.
         open_timeout: seconds for TCP, TLS and the opening handshake together.
         close_timeout: seconds to wait for the server's Close reply.
+        stream: speak over this stream instead of opening a TCP connection (the URL still
+            gives the ``Host`` header and the path); for example one end of
+            :class:`trio_ws.testing.MemoryListener`.
 
     The connection has no background task: pings from the server are answered, and pongs
     seen, while some task is in ``receive()``.
@@ -76,7 +80,8 @@ async def connect(
     secure, host, port, host_header, target = _parse_url(url)
     offer = client_offer() if compression else None
     with trio.move_on_after(open_timeout if open_timeout is not None else math.inf) as scope:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if stream is None:
+            stream = await trio.open_tcp_stream(host, port)
         try:
             if secure:
                 stream = trio.SSLStream(

@@ -58,12 +58,39 @@ _INBOX_LIMIT = 16
 
 
 class ConnectionClosed(WebSocketError):
-    """The connection is closed; ``code`` and ``reason`` say how (1006: no close frame)."""
+    """The connection is closed; ``code`` and ``reason`` say how (1006: no close frame).
+
+    Raised as :class:`ConnectionClosedOK` for a normal end (1000, 1001, or a Close without
+    a code, 1005) and :class:`ConnectionClosedError` for anything else; catch this base
+    class for both.
+    """
 
     def __init__(self, code: int, reason: str = "") -> None:
         super().__init__(f"connection closed: {code} {reason}".rstrip())
         self.code = code
         self.reason = reason
+
+    @property
+    def ok(self) -> bool:
+        """Whether the connection ended normally (1000, 1001 or 1005)."""
+        return self.code in _OK_CODES
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection ended normally (1000, 1001 or 1005)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection ended with an error code, or without a close handshake (1006)."""
+
+
+_OK_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
+
+
+def closed_exception(code: int, reason: str = "") -> ConnectionClosed:
+    """The one place a connection's close state becomes an exception, of the right kind."""
+    kind = ConnectionClosedOK if code in _OK_CODES else ConnectionClosedError
+    return kind(code, reason)
 
 
 dumps: Callable[[dict[str, Any]], str] = json.JSONEncoder(separators=(",", ":")).encode
@@ -241,7 +268,7 @@ class WebSocketConnection:
                 except ConnectionClosed:
                     pass
         if self._error is not None:
-            self._finish(ConnectionClosed(self._error.close_code, self._error.reason))
+            self._finish(closed_exception(self._error.close_code, self._error.reason))
 
     def feed(self, data: bytes) -> None:
         """Hand received bytes (``b""`` for end of stream) to the protocol; sort the events.
@@ -275,7 +302,7 @@ class WebSocketConnection:
     def _control_event(self, event: object) -> None:
         if type(event) is Close:
             assert isinstance(event, Close)
-            self._finish(ConnectionClosed(event.code, event.reason))
+            self._finish(closed_exception(event.code, event.reason))
         elif type(event) is Pong:
             assert isinstance(event, Pong)
             waiter = self._pong_waiters.pop(event.payload, None)
@@ -298,10 +325,8 @@ class WebSocketConnection:
         while True:
             try:
                 yield await self.receive()
-            except ConnectionClosed as exc:
-                if exc.code in (1000, 1001, 1005):
-                    return
-                raise
+            except ConnectionClosedOK:
+                return
 
     # ------------------------------------------------------------------ writing
 
@@ -324,7 +349,9 @@ class WebSocketConnection:
         if self._aborted:
             raise self._closed_error()
         self.bytes_out += len(data)
-        if self._pending:
+        if self._pending or self._draining:
+            # Behind what is queued, and behind the chunk a drain is writing now: a write
+            # of its own would land in the middle of a frame.
             self._pending.append(data)
             self._pending_size += len(data)
             return False
@@ -341,11 +368,10 @@ class WebSocketConnection:
 
     async def drain(self) -> None:
         """Wait until everything queued is written (returns at once if nothing is)."""
-        if self._pending:
-            if self._draining:
-                await self._wait_drained()
-            else:
-                await self._drain()
+        if self._draining:
+            await self._wait_drained()
+        elif self._pending:
+            await self._drain()
 
     async def _drain(self) -> None:
         self._draining = True
@@ -400,20 +426,20 @@ class WebSocketConnection:
 
     def _broken(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
         self._aborted = True
-        self._finish(ConnectionClosed(code, reason))
+        self._finish(closed_exception(code, reason))
         if self.protocol.state is not ConnectionState.CLOSED:
             self.protocol.receive_eof()
             self.protocol.events_received()
         self.transport.abort()
 
     def _closed_error(self) -> ConnectionClosed:
-        return self._closed or ConnectionClosed(CloseCode.ABNORMAL_CLOSURE)
+        return self._closed or closed_exception(CloseCode.ABNORMAL_CLOSURE)
 
     def _check_writable(self) -> None:
         if self._closed is not None:
             raise self._closed
         if self.protocol.state is not ConnectionState.OPEN:
-            raise ConnectionClosed(
+            raise closed_exception(
                 self.protocol.close_sent.code
                 if self.protocol.close_sent
                 else CloseCode.NORMAL_CLOSURE
@@ -568,5 +594,5 @@ class WebSocketConnection:
                         await self._read_once()
         finally:
             if self._closed is None:
-                self._finish(ConnectionClosed(code, reason))
+                self._finish(closed_exception(code, reason))
             await self.transport.aclose()

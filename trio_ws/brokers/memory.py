@@ -131,7 +131,7 @@ class MemoryBroker(Broker):
     def statistics(self) -> BrokerStatistics:
         return BrokerStatistics(
             kind=self.kind,
-            state=BrokerState.UP,
+            state=self.state,
             node_id=self.node_id,
             round_trips=0,
             errors=0,

@@ -1,0 +1,462 @@
+"""The broker seam and the renovated upper floors.
+
+Two apps on one :class:`~trio_ws.brokers.MemoryStore` are two nodes of one cluster: names,
+routing, groups, replay and presence must span them exactly as they would across processes
+on a shared broker. The rest: a service that blocks does not silence its connection, the
+shutdown order lets a backlogged subscriber get its 1001, in-process queue consumers,
+typed queue options, the error root, the delivery states, and the health endpoints.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+import trio_ws
+from trio_ws import (
+    App,
+    BroadcastHub,
+    ConnectionClosed,
+    LoginAccepted,
+    QueueError,
+    QueueGap,
+    QueueMessage,
+    QueueOptions,
+    ServerConfig,
+    WebSocketError,
+)
+from trio_ws.brokers import BrokerState, BrokerUnavailable, MemoryBroker
+from trio_ws.demo.app import create_app
+from trio_ws.testing import MemoryListener
+
+from .conftest import expect_closed, logged_in, receive_json, running, stoppable, wait_until
+
+# ---------------------------------------------------------------------------------------
+# Two nodes of one cluster
+
+
+@asynccontextmanager
+async def two_nodes(**config: Any) -> AsyncIterator[tuple[tuple[App, str], tuple[App, str]]]:
+    """The demo app twice, on two ports, sharing one memory store: two nodes."""
+    broker_a = MemoryBroker(node_id="a")
+    apps = [
+        create_app(config=ServerConfig(**config), broker=broker, ticks_per_second=0.001)
+        for broker in (broker_a, broker_a.peer("b"))
+    ]
+    async with running(apps[0]) as address_a, running(apps[1]) as address_b:
+        yield (apps[0], address_a), (apps[1], address_b)
+
+
+async def test_routed_messages_reach_a_client_on_another_node() -> None:
+    with trio.fail_after(10):
+        async with two_nodes() as ((_a, address_a), (_b, address_b)):
+            async with logged_in(address_a, "alice") as alice, logged_in(address_b, "bob") as bob:
+                await alice.send({"type": "routed", "to": "BOB", "text": "hi"})
+                assert await receive_json(bob) == {"type": "routed", "from": "alice", "text": "hi"}
+                await bob.send({"type": "routed", "to": "nobody", "text": "?"})
+                reply = await receive_json(bob)
+                assert (reply["type"], reply["code"]) == ("error", "unknown_recipient")
+
+
+async def test_a_name_held_on_one_node_is_refused_on_the_other_in_any_case() -> None:
+    with trio.fail_after(10):
+        async with two_nodes() as ((_a, address_a), (app_b, address_b)):
+            async with logged_in(address_a, "alice"):
+                async with trio_ws.connect(f"ws://{address_b}/ws") as second:
+                    await second.send({"type": "login", "name": "ALICE"})
+                    reply = await receive_json(second)
+                    assert (reply["type"], reply["code"]) == ("error", "name_taken")
+            # Released when the holder leaves: the other node may have it now.
+            async with logged_in(address_b, "Alice"):
+                assert app_b.clients.get("alice") is not None
+
+
+async def test_takeover_across_nodes_closes_the_old_connection_with_1008() -> None:
+    broker_a = MemoryBroker(node_id="a")
+    apps = [
+        App(broker=broker, on_name_conflict="takeover") for broker in (broker_a, broker_a.peer())
+    ]
+
+    @apps[0].service("routed")
+    async def routed(client: trio_ws.Client, message: dict[str, Any]) -> None:
+        await apps[0].clients.send(message["to"], {"type": "routed", "text": message["text"]})
+
+    with trio.fail_after(10):
+        async with running(apps[0]) as address_a, running(apps[1]) as address_b:
+            async with logged_in(address_a, "alice") as old, logged_in(address_a, "carol") as carol:
+                async with logged_in(address_b, "alice") as new:
+                    closed = await expect_closed(old)
+                    assert (closed.code, closed.reason) == (1008, "replaced by a new login")
+                    # The name now routes to the new connection, on the other node.
+                    await carol.send({"type": "routed", "to": "alice", "text": "hello"})
+                    assert await receive_json(new) == {"type": "routed", "text": "hello"}
+                await wait_until(lambda: apps[0].clients.get("alice") is None)
+
+
+async def test_a_group_spanning_nodes_gets_every_message_once_in_one_order() -> None:
+    with trio.fail_after(20):
+        async with two_nodes() as ((_a, address_a), (_b, address_b)):
+            async with (
+                logged_in(address_a, "a1") as a1,
+                logged_in(address_a, "a2") as a2,
+                logged_in(address_b, "b1") as b1,
+            ):
+                for conn in (a1, a2, b1):
+                    await conn.send({"type": "grouped", "action": "subscribe", "group": "g"})
+                    assert (await receive_json(conn))["type"] == "subscribed"
+                n = 100
+                for i in range(n):  # publishers on both nodes, interleaved
+                    sender = a1 if i % 2 else b1
+                    await sender.send(
+                        {"type": "grouped", "action": "publish", "group": "g", "text": str(i)}
+                    )
+                streams = []
+                for conn in (a1, a2, b1):
+                    got = [await receive_json(conn) for _ in range(n)]
+                    streams.append([(m["seq"], m["from"], m["text"]) for m in got])
+                assert [seq for seq, _, _ in streams[0]] == list(range(1, n + 1))
+                assert streams[0] == streams[1] == streams[2]
+                # Each sender's messages in the order it sent them.
+                texts_by_b1 = [t for _, f, t in streams[0] if f == "b1"]
+                assert texts_by_b1 == [str(i) for i in range(0, n, 2)]
+                await a1.send({"type": "grouped", "action": "members", "group": "g"})
+                members = await receive_json(a1)
+                assert members == {"type": "members", "group": "g", "names": ["a1", "a2", "b1"]}
+
+
+async def test_since_is_served_by_another_node_than_the_publisher() -> None:
+    with trio.fail_after(10):
+        async with two_nodes() as ((_a, address_a), (_b, address_b)):
+            async with logged_in(address_a, "pub") as pub:
+                for i in range(5):
+                    await pub.send(
+                        {"type": "grouped", "action": "publish", "group": "news", "text": str(i)}
+                    )
+                await pub.send({"type": "ping"})
+                assert await receive_json(pub) == {"type": "pong"}
+            async with logged_in(address_b, "late") as late:
+                await late.send(
+                    {"type": "grouped", "action": "subscribe", "group": "news", "since": 2}
+                )
+                assert await receive_json(late) == {"type": "subscribed", "group": "news", "seq": 5}
+                replayed = [await receive_json(late) for _ in range(3)]
+                assert [(m["seq"], m["text"]) for m in replayed] == [(3, "2"), (4, "3"), (5, "4")]
+
+
+# ---------------------------------------------------------------------------------------
+# A service that awaits does not silence its connection
+
+
+async def test_a_blocked_service_still_answers_pings_and_the_close(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app = App(config=ServerConfig(ping_interval=None))
+    finished = trio.Event()
+
+    @app.service("slow")
+    async def slow(client: trio_ws.Client, _message: dict[str, Any]) -> None:
+        await trio.sleep(60)  # a slow database call
+        finished.set()
+
+    listener = MemoryListener()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        stream = await listener.connect()
+        async with trio_ws.connect("ws://test/ws", stream=stream) as ws:
+            await ws.send({"type": "login", "name": "patient"})
+            assert await receive_json(ws) == {"type": "welcome", "name": "patient"}
+            await ws.send({"type": "slow"})
+
+            async with trio.open_nursery() as reader:
+                reader.start_soon(ws.receive)  # someone must receive for pongs to be seen
+                started = trio.current_time()
+                for _ in range(10):  # a peer pinging every second while the service sleeps
+                    await trio.sleep(1)
+                    pong = await ws.ping()
+                    with trio.fail_after(0.5):
+                        await pong.wait()
+                reader.cancel_scope.cancel()
+            assert not finished.is_set()
+            assert ws.closed is None  # still connected
+            # A Close sent meanwhile is answered promptly, long before the service ends.
+            with trio.fail_after(0.5):
+                await ws.aclose()
+            assert ws.protocol.close_received is not None
+            assert ws.protocol.close_received.code == 1000
+            assert trio.current_time() - started < 15
+        nursery.cancel_scope.cancel()
+
+
+async def test_messages_sent_while_a_service_blocks_are_handled_in_order(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    app = App(config=ServerConfig(ping_interval=None))
+
+    @app.service("work")
+    async def work(client: trio_ws.Client, message: dict[str, Any]) -> None:
+        await trio.sleep(message["seconds"])
+        await client.send({"type": "done", "n": message["n"]})
+
+    listener = MemoryListener()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        async with trio_ws.connect("ws://test/ws", stream=await listener.connect()) as ws:
+            await ws.send({"type": "login", "name": "w"})
+            await receive_json(ws)
+            for n, seconds in enumerate([5, 0, 3, 0, 0]):
+                await ws.send({"type": "work", "n": n, "seconds": seconds})
+            assert [(await receive_json(ws))["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------------------
+# Shutdown order
+
+
+async def test_a_backlogged_subscriber_gets_its_backlog_then_1001_at_shutdown() -> None:
+    app = App(config=ServerConfig(max_subscriber_buffer=5000))
+    queue = app.queue("g", history=0)
+
+    @app.service("sub")
+    async def sub(client: trio_ws.Client, _message: dict[str, Any]) -> None:
+        await app.subscribe(client, queue, reply=False)
+
+    with trio.fail_after(20):
+        async with stoppable(app) as (address, stop):
+            async with logged_in(address, "slow", compression=False) as ws:
+                await ws.send({"type": "sub"})
+                await wait_until(lambda: len(queue) == 1)
+                text = "x" * 4000
+                n = 4000  # 16 MB: more than the socket buffers take, so it is backlogged
+                for i in range(n):
+                    await queue.publish({"i": i, "text": text})
+                    if i % 50 == 0:
+                        await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()  # the flusher writes what is left
+                held = app.clients.get("slow")
+                assert held is not None and held.subscriber is not None
+                assert held.subscriber.state is trio_ws.SubscriberState.DRAINING
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(stop)
+                    seqs = []
+                    with pytest.raises(ConnectionClosed) as info:
+                        while True:
+                            seqs.append(json.loads(await ws.receive())["seq"])
+                assert info.value.code == 1001  # a Close, not an abort (1006)
+                # What was already on its way arrives whole and in order before the Close
+                # (what still waited in the subscriber's buffer is for a resume with since).
+                assert seqs and seqs == list(range(1, len(seqs) + 1))
+
+
+# ---------------------------------------------------------------------------------------
+# In-process consumers
+
+
+async def test_open_subscription_replays_then_streams_live() -> None:
+    hub = BroadcastHub()
+    queue = hub.queue("g", history=3)
+    for i in range(5):
+        await queue.publish({"i": i})
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            async with hub.open_subscription("g", since=0, name="bot") as channel:
+                assert await hub.members("g") == ["bot"]
+                await queue.publish("live")
+                items = [await channel.receive() for _ in range(5)]
+            assert items == [
+                QueueGap("g", 1, 2),
+                QueueMessage("g", 3, '{"i":2,"seq":3}'),
+                QueueMessage("g", 4, '{"i":3,"seq":4}'),
+                QueueMessage("g", 5, '{"i":4,"seq":5}'),
+                QueueMessage("g", 6, "live"),
+            ]
+            assert items[1].json() == {"i": 2, "seq": 3}  # type: ignore[union-attr]
+            assert await hub.members("g") == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_in_process_consumer_gets_a_gap_or_is_dropped() -> None:
+    hub = BroadcastHub(max_subscriber_buffer=10)
+    drop = hub.queue("drop")
+    kick = hub.queue("kick", policy="disconnect")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            async with (
+                hub.open_subscription(drop) as dropped,
+                hub.open_subscription(kick) as kicked,
+            ):
+                for i in range(30):
+                    await drop.publish(str(i))
+                    await kick.publish(str(i))
+                await trio.testing.wait_all_tasks_blocked()
+                got = [await dropped.receive() for _ in range(11)]
+                assert got[0] == QueueGap("drop", 1, 20)
+                assert [m.seq for m in got[1:]] == list(range(21, 31))  # type: ignore[union-attr]
+                with pytest.raises(QueueError) as info:
+                    while True:
+                        await kicked.receive()
+                assert info.value.code == "too_slow"
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_in_process_consumer_meets_the_live_stream_exactly() -> None:
+    hub = BroadcastHub()
+    queue = hub.queue("g", history=1000)
+    total = 400
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+
+            async def publish() -> None:
+                while queue.seq < total:
+                    await queue.publish("m")
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(publish)
+            await trio.lowlevel.checkpoint()
+            async with hub.open_subscription(queue, since=0) as channel:
+                seqs = []
+                while not seqs or seqs[-1] < total:
+                    item = await channel.receive()
+                    assert isinstance(item, QueueMessage)
+                    seqs.append(item.seq)
+            assert seqs == list(range(1, total + 1))
+            nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------------------
+# Options, errors, states, hooks
+
+
+def test_queue_options_are_typed_and_validated() -> None:
+    app = App()
+    with pytest.raises(TypeError, match="histroy"):
+        app.queue("x", histroy=100)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="histroy"):
+        app.hub.queue("x", histroy=100)
+    for bad in [
+        {"history": -1},
+        {"history": 1.5},
+        {"ttl": 0},
+        {"policy": "maybe"},
+        {"quota": 0},
+        {"max_publish_rate": (0, 1.0)},
+        {"max_publish_rate": (5, 0)},
+        {"auto_subscribe": "yes"},
+    ]:
+        with pytest.raises((ValueError, TypeError)):
+            QueueOptions(**bad)
+    options = QueueOptions(history=5, priority=2)
+    with pytest.raises(AttributeError):
+        options.history = 6  # type: ignore[misc]
+    assert app.queue("y", history=5, priority=2).options == options
+
+
+def test_every_error_of_the_application_layer_has_the_one_root() -> None:
+    for kind in (
+        QueueError,
+        trio_ws.ServiceError,
+        trio_ws.UnknownClient,
+        trio_ws.RecipientBusy,
+        BrokerUnavailable,
+        ConnectionClosed,
+        trio_ws.ConnectionClosedOK,
+        trio_ws.ConnectionClosedError,
+        trio_ws.LocalProtocolError,
+        trio_ws.RemoteProtocolError,
+    ):
+        assert issubclass(kind, WebSocketError), kind
+
+
+def test_subscriber_delivery_states_refuse_illegal_steps() -> None:
+    sub = trio_ws.Subscriber(None, "x", 10)
+    assert sub.state is trio_ws.SubscriberState.IDLE
+    with pytest.raises(trio_ws.LocalProtocolError, match="from idle to idle"):
+        sub._move(trio_ws.SubscriberState.IDLE)
+    sub._move(trio_ws.SubscriberState.CLOSED)
+    with pytest.raises(trio_ws.LocalProtocolError, match="from closed to draining"):
+        sub._move(trio_ws.SubscriberState.DRAINING)
+
+
+def test_only_the_connection_drives_its_protocol_object() -> None:
+    """Keepalive, broadcast and the app use the connection's verbs, never its machine."""
+    package = Path(trio_ws.__file__).parent
+    drivers = {"send_text", "send_bytes", "send_ping", "send_pong", "send_close"}
+    drivers |= {"data_to_send", "receive_data", "receive_eof", "events_received"}
+    offenders = []
+    for path in package.glob("*.py"):
+        if path.name in ("_connection.py", "_client.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in drivers
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "protocol"
+            ):
+                offenders.append(f"{path.name}:{node.lineno} .protocol.{node.attr}")
+    assert offenders == []
+
+
+async def test_hooks_are_decorators_and_an_invalid_accepted_name_is_refused() -> None:
+    app = App(login=lambda request: LoginAccepted(request.message.get("name", "")))
+    seen: list[str] = []
+
+    @app.on_login
+    async def hello(client: trio_ws.Client) -> None:
+        seen.append(f"in {client.name}")
+        await client.send({"type": "hello"})
+
+    @app.on_disconnect
+    def bye(client: trio_ws.Client) -> None:
+        seen.append(f"out {client.name}")
+
+    assert hello is not None and bye is not None
+    with trio.fail_after(5):
+        async with running(app) as address:
+            async with logged_in(address, "ann") as ann:
+                assert await receive_json(ann) == {"type": "hello"}
+            await wait_until(lambda: seen == ["in ann", "out ann"])
+            async with trio_ws.connect(f"ws://{address}/ws") as bad:
+                await bad.send({"type": "login", "name": ""})
+                reply = await receive_json(bad)
+                assert (reply["type"], reply["code"]) == ("error", "bad_name")
+
+
+class _DownBroker(MemoryBroker):
+    @property
+    def state(self) -> BrokerState:
+        return BrokerState.DOWN
+
+
+async def test_healthz_and_metrics_report_the_broker() -> None:
+    with trio.fail_after(5):
+        for broker, status, up in ((MemoryBroker(), "ok", 1), (_DownBroker(), "degraded", 0)):
+            app = App()
+            async with running(app, broker=broker) as address:
+                assert app.broker is broker
+                host, port = address.rsplit(":", 1)
+                stream = await trio.open_tcp_stream(host, int(port))
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                response = b""
+                while b"\r\n\r\n" not in response or not response.endswith(b"}\n"):
+                    response += await stream.receive_some()
+                await stream.aclose()
+                body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+                assert body["status"] == status
+                assert body["broker"]["kind"] == "memory"
+                assert body["broker"]["state"] == broker.state.value
+                assert body["broker"]["node"] == broker.node_id
+                assert f'trio_ws_broker_up{{kind="memory"}} {up}' in app.metrics_text()
