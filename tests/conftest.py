@@ -9,13 +9,14 @@ would not let a test misbehave.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ import trio
 
 import trio_ws
 from trio_ws.demo.app import create_app
+from trio_ws.testing import MemoryListener
 
 # ---------------------------------------------------------------------------------------
 # Serving
@@ -71,6 +73,28 @@ async def stoppable(
             yield addresses[0], stop
         finally:
             scope.cancel()
+
+
+@asynccontextmanager
+async def in_memory(
+    app: trio_ws.App,
+) -> AsyncIterator[Callable[..., AbstractAsyncContextManager[trio_ws.WebSocketConnection]]]:
+    """Serve ``app`` over in-memory streams (for ``autojump_clock``); yield ``connect(**kw)``,
+    which opens a client on ``/ws`` (its keywords are ``trio_ws.connect``'s)."""
+    listener = MemoryListener()
+
+    @asynccontextmanager
+    async def connect(**kwargs: Any) -> AsyncIterator[trio_ws.WebSocketConnection]:
+        stream = await listener.connect()
+        async with trio_ws.connect("ws://test/ws", stream=stream, **kwargs) as conn:
+            yield conn
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        try:
+            yield connect
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 def demo_app(**config: Any) -> trio_ws.App:

@@ -25,6 +25,7 @@ from .conftest import (
     client_frame,
     demo_app,
     expect_closed,
+    in_memory,
     linger_reset,
     logged_in,
     receive_json,
@@ -147,23 +148,26 @@ async def test_four_failed_logins_then_success(demo: tuple[App, str]) -> None:
             assert await login_reply(conn, "fine") == {"type": "welcome", "name": "fine"}
 
 
-async def test_login_time_limit_is_1008() -> None:
-    app = demo_app(login_timeout=0.2)
-    with trio.fail_after(5):
-        async with running(app) as address, trio_ws.connect(f"ws://{address}/ws") as conn:
+async def test_login_time_limit_is_1008(autojump_clock: trio.abc.Clock) -> None:
+    app = demo_app(login_timeout=30)
+    with trio.fail_after(60):
+        async with in_memory(app) as connect, connect() as conn:
             start = trio.current_time()
+            await trio.sleep(20)
             await conn.send({"type": "ping"})  # activity is not a login
             assert without_message(await receive_json(conn)) == error("login_required")
             closed = await expect_closed(conn)
-            assert 0.15 <= trio.current_time() - start < 2
+            assert trio.current_time() - start == pytest.approx(30, abs=0.5)
     assert closed.code == 1008
 
 
-async def test_logged_in_clients_are_not_timed_out() -> None:
-    app = demo_app(login_timeout=0.1)
-    with trio.fail_after(5):
-        async with running(app) as address, logged_in(address, "early") as conn:
-            await trio.sleep(0.3)
+async def test_logged_in_clients_are_not_timed_out(autojump_clock: trio.abc.Clock) -> None:
+    app = demo_app(login_timeout=5)
+    with trio.fail_after(120):
+        async with in_memory(app) as connect, connect() as conn:
+            await conn.send({"type": "login", "name": "early"})
+            assert await receive_json(conn) == {"type": "welcome", "name": "early"}
+            await trio.sleep(15)  # three login timeouts, less than one keepalive interval
             await conn.send({"type": "ping"})
             assert await receive_json(conn) == {"type": "pong"}
 
@@ -505,16 +509,23 @@ async def test_a_burst_of_routed_messages_arrives_in_order(demo: tuple[App, str]
     await wait_until(lambda: len(app.clients) == 0)
 
 
-async def test_rate_limit_answers_rate_limited_and_recovers() -> None:
+async def test_rate_limit_answers_rate_limited_and_recovers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     app = demo_app(rate_limit=(5, 0.5))
     with trio.fail_after(10):
-        async with running(app) as address, logged_in(address, "Fast") as conn:
+        async with in_memory(app) as connect, connect() as conn:
+            await conn.send({"type": "login", "name": "Fast"})
+            await receive_json(conn)
             for i in range(8):  # a burst: 5 pass, 3 are refused
                 await conn.send({"type": "echo", "text": str(i)})
             replies = [await receive_json(conn) for _ in range(8)]
             assert [r["text"] for r in replies if r["type"] == "echo"] == ["0", "1", "2", "3", "4"]
             assert [r.get("code") for r in replies if r["type"] == "error"] == ["rate_limited"] * 3
-            await trio.sleep(0.3)  # tokens refill at 10 per second
+            await trio.sleep(0.09)  # tokens refill at 10 per second: not one yet
+            await conn.send({"type": "echo", "text": "early"})
+            assert (await receive_json(conn)).get("code") == "rate_limited"
+            await trio.sleep(0.1)
             await conn.send({"type": "echo", "text": "again"})
             assert await receive_json(conn) == {"type": "echo", "text": "again"}
 
