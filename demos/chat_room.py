@@ -20,12 +20,7 @@ last 50 messages so whoever joins late sees them first. After logging in
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
-import signal
 from typing import Any
-
-import trio
 
 import trio_ws
 
@@ -88,29 +83,19 @@ async def private(client: trio_ws.Client, message: dict[str, Any]) -> None:
     await client.send({"type": "sent", "to": message["to"]})
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until Ctrl-C or SIGTERM (caught before the port opens), then shut down."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sockets = trio_ws.bind_sockets(host, port)  # outside the nursery: a plain OSError
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(functools.partial(app.serve, listeners=sockets))
-            print(f"chat_room: serving on ws://{addresses[0]}/ws", flush=True)
-            async for _signum in signals:
-                nursery.cancel_scope.cancel()  # clients are closed with 1001
-                break
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        trio.run(serve, args.host, args.port)
-    except OSError as exc:
-        where, reason = f"{args.host}:{args.port}", exc.strerror or exc
-        raise SystemExit(f"chat_room: cannot listen on {where}: {reason}") from None
+    # Until Ctrl-C or SIGTERM; then every client gets 1001 and the program exits 0.
+    app.run(
+        args.host,
+        args.port,
+        on_ready=lambda addresses: print(
+            f"chat_room: serving on ws://{addresses[0]}/ws", flush=True
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -13,12 +13,7 @@ Try it with any WebSocket client, e.g. ``python -m websockets ws://127.0.0.1:800
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
-import signal
 from typing import Any
-
-import trio
 
 import trio_ws
 
@@ -36,33 +31,20 @@ async def echo(client: trio_ws.Client, message: dict[str, Any]) -> None:
     await client.send(message)  # a dict goes out as one JSON text message
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until Ctrl-C or SIGTERM, then close every client with 1001 and return."""
-    # Catch the signals *before* the port opens: from the first connection on, a signal
-    # means a clean shutdown rather than a KeyboardInterrupt traceback.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        # Bind outside the nursery, so "address in use" is a plain OSError (errors inside
-        # a nursery arrive wrapped in an ExceptionGroup).
-        sockets = trio_ws.bind_sockets(host, port)
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(functools.partial(app.serve, listeners=sockets))
-            print(f"minimal_echo: serving on ws://{addresses[0]}/ws", flush=True)
-            async for _signum in signals:
-                nursery.cancel_scope.cancel()  # app.serve() shuts down gracefully
-                break
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        trio.run(serve, args.host, args.port)
-    except OSError as exc:
-        where, reason = f"{args.host}:{args.port}", exc.strerror or exc
-        raise SystemExit(f"minimal_echo: cannot listen on {where}: {reason}") from None
+    # Serve until Ctrl-C or SIGTERM, then close every client with 1001 and return (exit 0);
+    # a port in use is one line on stderr and exit status 1.
+    app.run(
+        args.host,
+        args.port,
+        on_ready=lambda addresses: print(
+            f"minimal_echo: serving on ws://{addresses[0]}/ws", flush=True
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,7 @@ not every intermediate tick. Sequence numbers skip the withdrawn ones.
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
 import random
-import signal
 import time
 from typing import Any
 
@@ -75,30 +72,20 @@ def make_app(interval: float) -> trio_ws.App:
     return app
 
 
-async def serve(app: trio_ws.App, host: str, port: int) -> None:
-    """Serve until Ctrl-C or SIGTERM (caught before the port opens), then shut down."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sockets = trio_ws.bind_sockets(host, port)  # outside the nursery: a plain OSError
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(functools.partial(app.serve, listeners=sockets))
-            print(f"price_ticker: serving on ws://{addresses[0]}/ws", flush=True)
-            async for _signum in signals:
-                nursery.cancel_scope.cancel()  # stops the feed too; clients get 1001
-                break
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between prices")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        trio.run(serve, make_app(args.interval), args.host, args.port)
-    except OSError as exc:
-        where, reason = f"{args.host}:{args.port}", exc.strerror or exc
-        raise SystemExit(f"price_ticker: cannot listen on {where}: {reason}") from None
+    # Until Ctrl-C or SIGTERM: that stops the feed too, and clients get 1001.
+    make_app(args.interval).run(
+        args.host,
+        args.port,
+        on_ready=lambda addresses: print(
+            f"price_ticker: serving on ws://{addresses[0]}/ws", flush=True
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ async def demo() -> AsyncIterator[tuple[trio_ws.App, str]]:
         yield app, address
 
 
-def split_address(address: str) -> tuple[str, int]:
+def split_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(address, tuple):
+        return address[0], address[1]
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
 

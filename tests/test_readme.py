@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +24,47 @@ def readme_app() -> Any:
     code = re.search(r"## Writing an application\n\n```python\n(.*?)```", text, re.S)
     assert code is not None, "the README lost its application example"
     source = code.group(1)
-    assert 'trio.run(app.serve, "127.0.0.1", 8000)' in source
+    assert RUN in source
     namespace: dict[str, Any] = {}
-    exec(source.replace('trio.run(app.serve, "127.0.0.1", 8000)', ""), namespace)
+    exec(source.replace(RUN, ""), namespace)
     return namespace["app"]
+
+
+RUN = 'app.run("127.0.0.1", 8000)'
+
+
+def test_the_readme_example_as_a_program_logs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    text = README.read_text()
+    code = re.search(r"## Writing an application\n\n```python\n(.*?)```", text, re.S)
+    assert code is not None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "app.py"
+    script.write_text(code.group(1).replace("8000", str(port)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the example did not start serving"
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in out + err
+    assert f"open http://127.0.0.1:{port}/" in err  # it says where it serves
+    assert "SIGINT: shutting down" in err
 
 
 async def test_the_readme_example_serves_what_it_shows() -> None:

@@ -461,8 +461,7 @@ async def test_healthz_and_metrics_report_the_broker() -> None:
             app = App()
             async with running(app, broker=broker) as address:
                 assert app.broker is broker
-                host, port = address.rsplit(":", 1)
-                stream = await trio.open_tcp_stream(host, int(port))
+                stream = await trio.open_tcp_stream(address.host, address.port)
                 await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 response = b""
                 while b"\r\n\r\n" not in response or not response.endswith(b"}\n"):

@@ -3,6 +3,9 @@
 The public API; the modules behind it are private.
 """
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
 from ._app import App
 from ._broadcast import (
     BroadcastHub,
@@ -32,13 +35,20 @@ from ._login import (
     unique_names,
 )
 from ._queue_model import QueueError, QueueOptions
-from ._server import Server, ServerStatistics, bind_sockets
+from ._run import run, serve_until_signal
+from ._server import Address, Server, ServerStatistics, bind_sockets
 from ._services import ServiceError, ServiceStatistics
 from ._subscriber import Subscriber, SubscriberState
 from .brokers import Broker, BrokerState, BrokerUnavailable, MemoryBroker
 from .protocol._errors import CloseCode, LocalProtocolError, RemoteProtocolError, WebSocketError
 
+try:
+    __version__ = _version("trio_ws")
+except _NotInstalled:  # pragma: no cover - running from a source tree that is not installed
+    __version__ = "0.0.0"
+
 __all__ = [
+    "Address",
     "App",
     "BroadcastHub",
     "BroadcastQueue",
@@ -81,6 +91,8 @@ __all__ = [
     "bind_sockets",
     "connect",
     "make_token",
+    "run",
+    "serve_until_signal",
     "signed_tokens",
     "static_resource",
     "unique_names",

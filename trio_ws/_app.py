@@ -26,7 +26,7 @@ from ._http import HttpRouter
 from ._login import LoginPolicy, unique_names
 from ._metrics import healthz, metrics, metrics_text, queue_stats
 from ._queue_model import Policy, QueueOptions
-from ._server import Server, SubprotocolSelector
+from ._server import Address, Server, SubprotocolSelector
 from ._services import FieldTypes, Service, ServiceEntry, ServiceStatistics
 from ._session import SessionDriver
 from .brokers import Broker, broker_from_url
@@ -293,6 +293,13 @@ class App:
 
     # ------------------------------------------------------------------ serving
 
+    def run(self, host: str | None = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
+        """Serve until Ctrl-C or SIGTERM, drain (1001) and return: the whole main program
+        (see :func:`trio_ws.run`, which takes the same keywords)."""
+        from ._run import run
+
+        run(self, host, port, **kwargs)
+
     async def serve(
         self,
         host: str | None = "127.0.0.1",
@@ -301,7 +308,7 @@ class App:
         listeners: Sequence[Any] | None = None,
         ssl_context: Any = None,
         broker: Broker | str | None = None,
-        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled (see :meth:`Server.serve`).
 
@@ -329,7 +336,7 @@ class App:
         port: int,
         listeners: Sequence[Any] | None,
         ssl_context: Any,
-        task_status: trio.TaskStatus[list[str]],
+        task_status: trio.TaskStatus[list[Address]],
     ) -> None:
         await self.server.serve(
             host,

@@ -29,7 +29,7 @@ import math
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import trio
@@ -120,6 +120,27 @@ def bind_sockets(
     return sockets
 
 
+class Address(NamedTuple):
+    """Where a server listens: ``(host, port)``; ``str()`` gives ``"host:port"``
+    (``"[::1]:8000"`` for IPv6), the form for logs and URLs."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url_host(self) -> str:
+        """The host part of a URL to open: a wildcard address becomes a loopback one."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def _address(sockname: Any) -> Address:
+    return Address(str(sockname[0]), int(sockname[1]))
+
+
 def _format_addr(addr: Any) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         host = addr[0]
@@ -185,7 +206,7 @@ class Server:
         self._closed_bytes_in = 0
         self._closed_bytes_out = 0
         self._all_done: trio.Event | None = None
-        self.addresses: list[str] = []
+        self.addresses: list[Address] = []
 
     # ------------------------------------------------------------------ control
 
@@ -229,12 +250,13 @@ class Server:
         ssl_context: ssl.SSLContext | None = None,
         services: Sequence[Callable[..., Awaitable[None]]] = (),
         background: Sequence[Callable[[], Awaitable[None]]] = (),
-        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; then shut down gracefully (see the module docstring).
 
-        ``task_status.started()`` reports the bound addresses (``"127.0.0.1:54321"``), so
-        ``await nursery.start(server.serve, "127.0.0.1", 0)`` gives the port. Stdlib
+        ``task_status.started()`` reports the bound addresses as :class:`Address`
+        ``(host, port)`` pairs, so ``await nursery.start(server.serve, "127.0.0.1", 0)``
+        gives the port. Stdlib
         listening sockets and trio listeners may be handed in instead of host and port.
         ``services`` are started (``await nursery.start(service)``: each takes
         ``task_status``) and ``background`` jobs run, before the first connection is
@@ -284,7 +306,7 @@ class Server:
         background: Sequence[Callable[[], Awaitable[None]]],
         stopping: trio.Event,
         done: trio.Event,
-        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Handlers outside, services inside them, listeners innermost (STYLE.md)."""
         try:
@@ -320,17 +342,17 @@ class Server:
         listeners: Sequence[socket.socket | trio.abc.Listener[Any]],
         handlers: trio.Nursery,
         ssl_context: ssl.SSLContext | None,
-    ) -> list[str]:
-        addresses: list[str] = []
+    ) -> list[Address]:
+        addresses: list[Address] = []
         for listener in listeners:
             if isinstance(listener, socket.socket):
                 listener.setblocking(False)
-                addresses.append(_format_addr(listener.getsockname()))
+                addresses.append(_address(listener.getsockname()))
                 nursery.start_soon(self._accept_socket, listener, handlers, ssl_context)
             else:
                 sock = getattr(listener, "socket", None)
                 if sock is not None:
-                    addresses.append(_format_addr(sock.getsockname()))
+                    addresses.append(_address(sock.getsockname()))
                 nursery.start_soon(self._accept_listener, listener, handlers)
         return addresses
 

@@ -181,8 +181,12 @@ def run_to_exit(args: list[str]) -> subprocess.CompletedProcess[str]:
         (["--tls-cert", "/nonexistent/cert.pem"], "cannot load the TLS certificate"),
         (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
         (["--workers", "2"], "--workers"),
-        (["--broker", "redis://127.0.0.1:6379"], "unknown broker"),
+        (["--broker", "nonsense://x"], "unknown broker"),
         (["--port", "70000"], "--port"),
+        (["--port", "abc"], "argument --port: invalid int value: 'abc'"),
+        (["--log-level", "loud"], "invalid level 'loud'"),
+        (["--workers", "0"], "--workers must be at least 1, not 0"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], expected: str) -> None:
@@ -230,3 +234,25 @@ def test_demo_cli_over_tls_prints_https_urls(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert f"https://127.0.0.1:{port}/" in out
     assert f"wss://127.0.0.1:{port}/ws" in out
+
+
+def test_a_certificate_without_its_key_is_explained(tmp_path: Path) -> None:
+    cert_only = tmp_path / "cert.pem"
+    trustme.CA().issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(cert_only))
+    line = one_line_error(result := run_to_exit(["--tls-cert", str(cert_only)]))
+    assert result.returncode == 1
+    assert "has no private key" in line
+    assert "--tls-key" in line
+    assert "PEM lib" not in line
+
+
+def test_log_level_is_case_insensitive_and_every_interface_prints_an_openable_url() -> None:
+    port = free_port()
+    with program(DEMO, port, "--log-level", "warning", "--host", "") as proc:
+        out, err = stop(proc, signal.SIGTERM)
+    assert proc.returncode == 0, err
+    assert "INFO" not in err  # the level took effect
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "[::]" not in out
+    assert "0.0.0.0" not in out
+    assert "every interface" in out

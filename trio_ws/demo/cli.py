@@ -1,13 +1,12 @@
 """``trio-ws-demo``: serve the demo app until Ctrl-C or SIGTERM, then shut down cleanly.
 
-Bad options (a port in use, an unreadable certificate) end with one line on stderr and
-exit status 2 (usage) or 1 (cannot serve), never a traceback.
+Bad options (a malformed value, a port in use, an unreadable certificate) end with one line
+on stderr and exit status 1, never a traceback or a usage dump.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import signal
 import ssl
@@ -17,19 +16,41 @@ from typing import NoReturn
 import trio
 
 from .._config import ServerConfig
-from .._server import bind_sockets
+from .._run import serve_until_signal
+from .._server import Address, bind_sockets
 from ..brokers import Broker, broker_from_url
 from .app import create_app
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit status 1, like every other bad option."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in _LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid level {value!r} (choose from {', '.join(_LEVELS)}, any case)"
+        )
+    return level
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trio-ws-demo",
         description="Serve the trio_ws demo: the page at /, the dashboard at /dashboard, "
         "the WebSocket at /ws. Stops cleanly on Ctrl-C or SIGTERM.",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; '' for every interface (default: %(default)s)",
     )
     parser.add_argument(
         "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
@@ -66,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default: %(default)s)",
+        type=_log_level,
+        metavar="LEVEL",
+        help=f"logging level: {', '.join(_LEVELS)} in any case (default: %(default)s)",
     )
     return parser
 
@@ -85,37 +107,47 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(args.tls_cert, args.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        _fail(f"cannot load the TLS certificate {args.tls_cert}: {reason}")
+    except ssl.SSLError as exc:  # before OSError, of which it is a kind
+        if args.tls_key is None and "PEM" in str(exc):
+            _fail(
+                f"cannot load the TLS certificate {args.tls_cert}: it has no private key "
+                "(or the key does not match); give the key with --tls-key"
+            )
+        what = "key" if args.tls_key is not None else "certificate"
+        _fail(f"cannot load the TLS {what} ({exc.reason or exc}): check --tls-cert and --tls-key")
+    except OSError as exc:
+        _fail(f"cannot load the TLS certificate {args.tls_cert}: {exc.strerror or exc}")
     return context
 
 
 async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker: Broker) -> None:
-    # Signals are caught before the port opens: from the first connection on, SIGINT and
-    # SIGTERM mean a clean shutdown.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        try:
-            sockets = bind_sockets(args.host, args.port)
-        except OSError as exc:
-            _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-        app = create_app(
-            config=ServerConfig(allowed_origins=tuple(args.allowed_origin)),
-            dashboard_token=args.dashboard_token,
-            broker=broker,
-        )
-        http, ws = ("https", "wss") if context is not None else ("http", "ws")
-        async with trio.open_nursery() as nursery:
-            serve = functools.partial(app.serve, listeners=sockets, ssl_context=context)
-            addresses = await nursery.start(serve)
-            for address in addresses:
-                print(f"trio-ws-demo: page      {http}://{address}/", flush=True)
-                print(f"trio-ws-demo: dashboard {http}://{address}/dashboard", flush=True)
-                print(f"trio-ws-demo: websocket {ws}://{address}/ws", flush=True)
-            async for signum in signals:
-                print(f"trio-ws-demo: {signal.Signals(signum).name}: shutting down", flush=True)
-                nursery.cancel_scope.cancel()
-                break
+    # Bound before serving, so "address in use" is one line, not an exception group.
+    try:
+        sockets = bind_sockets(args.host, args.port)
+    except OSError as exc:
+        _fail(f"cannot listen on {args.host or '*'}:{args.port}: {exc.strerror or exc}")
+    app = create_app(
+        config=ServerConfig(allowed_origins=tuple(args.allowed_origin)),
+        dashboard_token=args.dashboard_token,
+        broker=broker,
+    )
+    http, ws = ("https", "wss") if context is not None else ("http", "ws")
+
+    def ready(addresses: list[Address]) -> None:
+        shown = dict.fromkeys(address.url_host for address in addresses)
+        for where in shown:
+            print(f"trio-ws-demo: page      {http}://{where}/", flush=True)
+            print(f"trio-ws-demo: dashboard {http}://{where}/dashboard", flush=True)
+            print(f"trio-ws-demo: websocket {ws}://{where}/ws", flush=True)
+        if not args.host:
+            print("trio-ws-demo: (listening on every interface)", flush=True)
+
+    def stopping(signum: int) -> None:
+        print(f"trio-ws-demo: {signal.Signals(signum).name}: shutting down", flush=True)
+
+    await serve_until_signal(
+        app, listeners=sockets, ssl_context=context, on_ready=ready, on_signal=stopping
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if not 0 <= args.port <= 65535:
         _fail(f"--port must be 0..65535, not {args.port}")
+    if args.workers < 1:
+        _fail(f"--workers must be at least 1, not {args.workers}")
     try:
         broker = broker_from_url(args.broker)
     except ValueError as exc:
