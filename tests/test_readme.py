@@ -96,3 +96,11 @@ async def test_the_readme_example_serves_what_it_shows() -> None:
                 replayed = [json.loads(await bob.receive())["seq"] for _ in range(last + 1)]
                 assert replayed == list(range(1, last + 2))
             nursery.cancel_scope.cancel()
+
+
+async def test_the_readme_testing_example_passes(autojump_clock: trio.abc.Clock) -> None:
+    code = re.search(r"### Testing an app\n.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, "the README lost its testing example"
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)
+    await namespace["test_echo"](autojump_clock)
