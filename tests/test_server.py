@@ -14,6 +14,7 @@ import socket
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 import trio_ws
 from trio_ws import ConnectionClosed, HandshakeFailed, Server, ServerConfig
@@ -152,15 +153,25 @@ async def test_metrics_is_prometheus_text(demo: tuple[trio_ws.App, str]) -> None
     content_type = header_of(response, "content-type")
     assert content_type is not None
     assert content_type.startswith("text/plain; version=0.0.4")
+    text = body_of(response).decode()
     samples = {}
-    for line in body_of(response).decode().splitlines():
+    for line in text.splitlines():
         if line.startswith("#"):
             assert line.startswith(("# HELP ", "# TYPE ")), line
             continue
         name, value = line.rsplit(" ", 1)
         samples[name] = float(value)
-    assert samples["trio_ws_connections"] == 0
-    assert samples["trio_ws_connections_total"] == 1
+    # The ecosystem's own parser reads it, and no two families share a name (a gauge X
+    # beside a counter X_total is one family "X" to OpenMetrics).
+    families = list(text_string_to_metric_families(text))
+    names = [family.name for family in families]
+    assert len(names) == len(set(names)), names
+    for family in families:
+        if family.type == "counter":
+            assert all(s.name == family.name + "_total" for s in family.samples), family
+    assert samples["trio_ws_open_connections"] == 0
+    assert samples["trio_ws_accepted_connections_total"] == 1
+    assert samples['trio_ws_refused_total{reason="ip_rules"}'] == 0
     assert samples['trio_ws_closed_total{code="1000"}'] == 1
     assert samples['trio_ws_service_calls_total{service="echo"}'] == 1
     assert samples["trio_ws_messages_received_total"] >= 2
@@ -364,6 +375,8 @@ async def test_ip_rules_refuse_before_the_handshake(
                     pass
             assert info.value.status is None
     assert app.server.statistics().connections_total == 0
+    assert app.server.statistics().refused_by_ip_rules == 2
+    assert 'trio_ws_refused_total{reason="ip_rules"} 2' in app.metrics_text()
     assert any("IP rules" in r.getMessage() for r in caplog.records)
     assert_quiet(caplog)
 

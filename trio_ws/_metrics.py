@@ -58,15 +58,15 @@ def metrics_text(app: App) -> str:
     """The Prometheus text exposition of this node's counters."""
     stats = app.server.statistics()
     lines = [
-        "# HELP trio_ws_connections Open WebSocket connections.",
-        "# TYPE trio_ws_connections gauge",
-        f"trio_ws_connections {stats.connections}",
-        "# HELP trio_ws_clients Logged-in clients.",
-        "# TYPE trio_ws_clients gauge",
-        f"trio_ws_clients {len(app.clients)}",
-        "# HELP trio_ws_connections_total WebSocket connections accepted.",
-        "# TYPE trio_ws_connections_total counter",
-        f"trio_ws_connections_total {stats.connections_total}",
+        "# HELP trio_ws_open_connections Open WebSocket connections.",
+        "# TYPE trio_ws_open_connections gauge",
+        f"trio_ws_open_connections {stats.connections}",
+        "# HELP trio_ws_logged_in_clients Logged-in clients of this node.",
+        "# TYPE trio_ws_logged_in_clients gauge",
+        f"trio_ws_logged_in_clients {len(app.clients)}",
+        "# HELP trio_ws_accepted_connections_total WebSocket connections accepted.",
+        "# TYPE trio_ws_accepted_connections_total counter",
+        f"trio_ws_accepted_connections_total {stats.connections_total}",
         "# HELP trio_ws_messages_received_total Messages received from clients.",
         "# TYPE trio_ws_messages_received_total counter",
         f"trio_ws_messages_received_total {stats.messages_in}",
@@ -82,11 +82,13 @@ def metrics_text(app: App) -> str:
         "# HELP trio_ws_http_requests_total Plain HTTP requests answered.",
         "# TYPE trio_ws_http_requests_total counter",
         f"trio_ws_http_requests_total {stats.http_requests}",
-        "# HELP trio_ws_refused_total Handshakes refused, by HTTP status.",
+        "# HELP trio_ws_refused_total Connections refused, by reason (IP rules, or the HTTP"
+        " status of a refused handshake).",
         "# TYPE trio_ws_refused_total counter",
+        f'trio_ws_refused_total{{reason="ip_rules"}} {stats.refused_by_ip_rules}',
     ]
     lines += [
-        f'trio_ws_refused_total{{status="{s}"}} {n}' for s, n in sorted(stats.refused.items())
+        f'trio_ws_refused_total{{reason="http_{s}"}} {n}' for s, n in sorted(stats.refused.items())
     ]
     lines += [
         "# HELP trio_ws_closed_total Closed WebSocket connections, by close code.",

@@ -73,6 +73,8 @@ class ServerStatistics:
     """Plain HTTP requests answered."""
     refused: dict[int, int]
     """HTTP refusals by status (400, 403, 404, 426, 431, 503, ...)."""
+    refused_by_ip_rules: int
+    """Connections refused by ``ip_allow`` / ``ip_deny`` before any byte was read."""
     close_codes: dict[int, int]
     """Closed WebSocket connections by close code."""
     messages_in: int
@@ -200,6 +202,7 @@ class Server:
         self._connections_total = 0
         self._http_requests = 0
         self._refused: dict[int, int] = {}
+        self._refused_ip = 0
         self._close_codes: dict[int, int] = {}
         self._closed_messages_in = 0
         self._closed_messages_out = 0
@@ -231,6 +234,7 @@ class Server:
             sockets=self._handling,
             http_requests=self._http_requests,
             refused=dict(self._refused),
+            refused_by_ip_rules=self._refused_ip,
             close_codes=dict(self._close_codes),
             messages_in=self._closed_messages_in + sum(c.messages_in for c in conns),
             messages_out=self._closed_messages_out + sum(c.messages_out for c in conns),
@@ -402,6 +406,7 @@ class Server:
                 remote = _format_addr(addr)
                 if not self.config.ip_allowed(addr[0]):
                     log.info("refused %s (IP rules)", remote)
+                    self._refused_ip += 1
                     sock.close()
                     continue
                 transport: Transport
@@ -445,6 +450,8 @@ class Server:
                 if peer is not None:
                     remote = _format_addr(peer)
                     if not self.config.ip_allowed(peer[0]):
+                        log.info("refused %s (IP rules)", remote)
+                        self._refused_ip += 1
                         await trio.aclose_forcefully(stream)
                         continue
             nursery.start_soon(self._handle, StreamTransport(stream), remote)
