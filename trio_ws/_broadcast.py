@@ -215,12 +215,9 @@ class QueueChannel(trio.abc.ReceiveChannel[QueueItem]):
     """The receive end of :meth:`BroadcastHub.open_subscription`.
 
     ``receive()`` returns :class:`QueueMessage` and :class:`QueueGap` items in seq order.
-    Cancelling it loses nothing.
-
-    Raises (from ``receive``):
-        QueueError: ``too_slow`` once a ``disconnect`` queue removed this consumer.
-        trio.EndOfChannel: the subscription ended (the channel was closed or the hub
-            removed it).
+    Cancelling it loses nothing. It raises :class:`QueueError` ``too_slow`` once a
+    ``disconnect`` queue removed this consumer, and :class:`trio.EndOfChannel` when the
+    subscription ended (the channel was closed, or the hub removed it).
     """
 
     def __init__(self, hub: BroadcastHub, queue: BroadcastQueue, sub: ChannelSubscriber) -> None:
