@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import socket
 
 import pytest
@@ -677,4 +678,35 @@ async def test_accept_backs_off_on_fd_exhaustion(caplog: pytest.LogCaptureFixtur
     warnings = [r for r in caplog.records if "backing off" in r.getMessage()]
     assert len(warnings) == 2
     assert all(r.levelno == logging.WARNING for r in warnings)
+    listener.close()
+
+
+class _LosesConnections(socket.socket):
+    """A listening socket whose accept() reports connections lost before being accepted."""
+
+    errors = [errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM]
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.errors:
+            code = self.errors.pop(0)
+            raise OSError(code, os.strerror(code))
+        return super().accept()
+
+
+async def test_accept_errors_of_one_lost_connection_do_not_end_the_server() -> None:
+    listener = _LosesConnections(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    app = demo_app()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: app.serve(listeners=[listener], task_status=task_status)
+            )
+            async with logged_in(f"127.0.0.1:{port}", "survivor") as conn:
+                await conn.send({"type": "ping"})
+                assert await receive_json(conn) == {"type": "pong"}
+            nursery.cancel_scope.cancel()
+    assert listener.errors == []
     listener.close()

@@ -43,6 +43,7 @@ from ._transport import (
     Transport,
     TransportClosed,
     is_fd_exhaustion,
+    is_lost_before_accept,
 )
 from .protocol._connection import WebSocketProtocol
 from .protocol._deflate import negotiate_server
@@ -401,6 +402,9 @@ class Server:
                     if is_fd_exhaustion(exc):
                         log.warning("accept failed (%s); backing off", exc)
                         await trio.sleep(0.1)
+                        continue
+                    if is_lost_before_accept(exc):
+                        log.info("a connection was lost before it was accepted (%s)", exc)
                         continue
                     raise
                 remote = _format_addr(addr)

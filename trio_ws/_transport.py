@@ -180,3 +180,34 @@ class StreamTransport:
 def is_fd_exhaustion(exc: OSError) -> bool:
     """EMFILE/ENFILE/ENOBUFS/ENOMEM from accept(): back off instead of crashing."""
     return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+# Errors accept() reports for a connection that failed before it was accepted (the peer
+# reset it, the network went away, a firewall refused it): that connection is lost, the
+# listener is fine. The same list as trio's own listener (trio/_highlevel_socket.py).
+_LOST_BEFORE_ACCEPT = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "ECONNRESET",
+        "EPERM",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+    )
+    if hasattr(errno, name)
+)
+
+
+def is_lost_before_accept(exc: OSError) -> bool:
+    """Whether accept() failed for that one connection only (skip it, accept the next)."""
+    return exc.errno in _LOST_BEFORE_ACCEPT
