@@ -684,7 +684,9 @@ async def test_accept_backs_off_on_fd_exhaustion(caplog: pytest.LogCaptureFixtur
 class _LosesConnections(socket.socket):
     """A listening socket whose accept() reports connections lost before being accepted."""
 
-    errors = [errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM]
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.errors = [errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM]
 
     def accept(self) -> tuple[socket.socket, object]:
         if self.errors:
