@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+from typing import Any
 
 import pytest
 import trio
