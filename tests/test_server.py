@@ -713,3 +713,18 @@ async def test_accept_errors_of_one_lost_connection_do_not_end_the_server() -> N
             nursery.cancel_scope.cancel()
     assert listener.errors == []
     listener.close()
+
+
+async def test_an_unread_request_body_does_not_reset_the_response(
+    demo: tuple[trio_ws.App, str],
+) -> None:
+    _app, address = demo
+    body = b"x" * 200_000
+    head = (
+        f"POST /healthz HTTP/1.1\r\nHost: {address}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with trio.fail_after(10):
+        for _ in range(3):  # a reset is a race with the response: try it more than once
+            response = await http_exchange(address, head + body)
+            assert status_of(response) == 405
+            assert b"\r\n\r\n" in response

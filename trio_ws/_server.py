@@ -57,6 +57,11 @@ Handler = Callable[[WebSocketConnection], Awaitable[None]]
 SubprotocolSelector = Callable[[Sequence[str]], str | None]
 
 _ACCEPTS_PER_CHECKPOINT = 64
+# After a last HTTP response, at most this much of an unread request body is drained (for
+# at most this long) before the socket is closed: closing with unread data sends a reset,
+# which can destroy the response in flight.
+_LINGER_BYTES = 1 << 20
+_LINGER_SECONDS = 2.0
 _BACKLOG = 1024
 
 
@@ -518,11 +523,15 @@ class Server:
                 self._all_done.set()
 
     async def _reply_http(self, transport: Transport, status: int, data: bytes) -> None:
+        """Send a last response, then close without resetting it away: what the peer still
+        sends (a request body nobody reads) is drained, boundedly."""
         with trio.move_on_after(self.config.close_timeout):
             try:
                 await transport.send_all(data)
             except TransportClosed:
                 pass
+            else:
+                await transport.linger(max_bytes=_LINGER_BYTES, timeout=_LINGER_SECONDS)
         if status >= 400:
             self._refused[status] = self._refused.get(status, 0) + 1
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -39,6 +39,20 @@ class Transport(Protocol):
 
     def abort(self) -> None:
         """Close now without waiting (drop pending bytes). Idempotent."""
+
+    async def linger(self, *, max_bytes: int, timeout: float) -> None:
+        """After a last response: stop sending, then read and discard what the peer still
+        sends (an unread request body), at most ``max_bytes`` for at most ``timeout``
+        seconds, so that closing does not reset the connection under the response."""
+
+
+async def _discard(receive: Any, max_bytes: int) -> None:
+    left = max_bytes
+    while left > 0:
+        data = await receive()
+        if not data:
+            return
+        left -= len(data)
 
 
 class SocketTransport:
@@ -109,6 +123,17 @@ class SocketTransport:
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
+    async def linger(self, *, max_bytes: int, timeout: float) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)  # the response is complete: FIN after it
+        except OSError:
+            return
+        with trio.move_on_after(timeout):
+            try:
+                await _discard(self.receive_some, max_bytes)
+            except TransportClosed:
+                pass
+
 
 class StreamTransport:
     """Any trio stream: ``trio.SSLStream`` for TLS, memory streams in tests.
@@ -168,6 +193,15 @@ class StreamTransport:
                 pass
         if scope.cancelled_caught:
             await trio.aclose_forcefully(self.stream)
+
+    async def linger(self, *, max_bytes: int, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            try:
+                if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                    await self.stream.send_eof()
+                await _discard(self.receive_some, max_bytes)
+            except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
     def abort(self) -> None:
         self._closed = True
