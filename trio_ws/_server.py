@@ -531,7 +531,8 @@ class Server:
             except TransportClosed:
                 pass
             else:
-                await transport.linger(max_bytes=_LINGER_BYTES, timeout=_LINGER_SECONDS)
+                with trio.move_on_after(_LINGER_SECONDS):
+                    await transport.linger(max_bytes=_LINGER_BYTES)
         if status >= 400:
             self._refused[status] = self._refused.get(status, 0) + 1
 

@@ -40,10 +40,10 @@ class Transport(Protocol):
     def abort(self) -> None:
         """Close now without waiting (drop pending bytes). Idempotent."""
 
-    async def linger(self, *, max_bytes: int, timeout: float) -> None:
+    async def linger(self, *, max_bytes: int) -> None:
         """After a last response: stop sending, then read and discard what the peer still
-        sends (an unread request body), at most ``max_bytes`` for at most ``timeout``
-        seconds, so that closing does not reset the connection under the response."""
+        sends (an unread request body), at most ``max_bytes``, so that closing does not
+        reset the connection under the response. The caller bounds its time."""
 
 
 async def _discard(receive: Any, max_bytes: int) -> None:
@@ -123,16 +123,15 @@ class SocketTransport:
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
-    async def linger(self, *, max_bytes: int, timeout: float) -> None:
+    async def linger(self, *, max_bytes: int) -> None:
         try:
             self.sock.shutdown(socket.SHUT_WR)  # the response is complete: FIN after it
         except OSError:
             return
-        with trio.move_on_after(timeout):
-            try:
-                await _discard(self.receive_some, max_bytes)
-            except TransportClosed:
-                pass
+        try:
+            await _discard(self.receive_some, max_bytes)
+        except TransportClosed:
+            pass
 
 
 class StreamTransport:
@@ -194,14 +193,13 @@ class StreamTransport:
         if scope.cancelled_caught:
             await trio.aclose_forcefully(self.stream)
 
-    async def linger(self, *, max_bytes: int, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            try:
-                if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                    await self.stream.send_eof()
-                await _discard(self.receive_some, max_bytes)
-            except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+    async def linger(self, *, max_bytes: int) -> None:
+        try:
+            if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                await self.stream.send_eof()
+            await _discard(self.receive_some, max_bytes)
+        except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     def abort(self) -> None:
         self._closed = True
