@@ -42,7 +42,7 @@ async def running(target: trio_ws.App | trio_ws.Server, **serve_kwargs: Any) -> 
             lambda task_status: target.serve(host, port, task_status=task_status, **serve_kwargs)
         )
         try:
-            yield addresses[0]
+            yield str(addresses[0])
         finally:
             nursery.cancel_scope.cancel()
 
@@ -70,7 +70,7 @@ async def stoppable(
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(run)
         try:
-            yield addresses[0], stop
+            yield str(addresses[0]), stop
         finally:
             scope.cancel()
 

@@ -39,7 +39,15 @@ from trio_ws.brokers import BrokerState, BrokerUnavailable, MemoryBroker
 from trio_ws.demo.app import create_app
 from trio_ws.testing import MemoryListener
 
-from .conftest import expect_closed, logged_in, receive_json, running, stoppable, wait_until
+from .conftest import (
+    expect_closed,
+    logged_in,
+    receive_json,
+    running,
+    split_address,
+    stoppable,
+    wait_until,
+)
 
 # ---------------------------------------------------------------------------------------
 # Two nodes of one cluster
@@ -461,7 +469,7 @@ async def test_healthz_and_metrics_report_the_broker() -> None:
             app = App()
             async with running(app, broker=broker) as address:
                 assert app.broker is broker
-                stream = await trio.open_tcp_stream(address.host, address.port)
+                stream = await trio.open_tcp_stream(*split_address(address))
                 await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 response = b""
                 while b"\r\n\r\n" not in response or not response.endswith(b"}\n"):

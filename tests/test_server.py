@@ -61,7 +61,7 @@ async def test_started_reports_the_bound_port() -> None:
             host, port = split_address(address)
             assert host == "127.0.0.1"
             assert port != 0
-            assert server.addresses == [address]
+            assert [str(a) for a in server.addresses] == [address]
             async with trio_ws.connect(f"ws://{address}/any/path") as conn:
                 await conn.send("hi")
                 assert await conn.receive() == "hi"
@@ -728,3 +728,50 @@ async def test_an_unread_request_body_does_not_reset_the_response(
             response = await http_exchange(address, head + body)
             assert status_of(response) == 405
             assert b"\r\n\r\n" in response
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "config", "status"),
+    [
+        ("http://{address}", "{address}", {}, 101),  # the server's own page
+        ("http://localhost:{port}", "localhost:{port}", {}, 101),
+        ("https://{address}", "{address}", {}, 403),  # another scheme is another origin
+        ("ftp://{address}", "{address}", {}, 403),
+        ("null", "{address}", {}, 403),
+        # DNS rebinding: a hostile name re-pointed at us; Origin and Host agree.
+        ("http://evil.example:{port}", "evil.example:{port}", {}, 403),
+        # ...unless the name is declared to be ours.
+        (
+            "http://chat.example:{port}",
+            "chat.example:{port}",
+            {"allowed_hosts": ["chat.example"]},
+            101,
+        ),
+        # Configured origins compare as scheme, host and port.
+        ("https://APP.example", "{address}", {"allowed_origins": ["https://app.example:443"]}, 101),
+        ("http://app.example", "{address}", {"allowed_origins": ["https://app.example"]}, 403),
+        (
+            "https://app.example:8443",
+            "{address}",
+            {"allowed_origins": ["https://app.example"]},
+            403,
+        ),
+        ("https://any.example", "{address}", {"allowed_origins": ["*"]}, 101),
+    ],
+)
+async def test_origin_rule_compares_scheme_host_and_port_and_refuses_rebinding(
+    origin: str, host: str, config: dict[str, Any], status: int
+) -> None:
+    app = demo_app(**config)
+    with trio.fail_after(5):
+        async with running(app) as address:
+            port = split_address(address)[1]
+            values = {"address": address, "port": port}
+            request = (
+                f"GET /ws HTTP/1.1\r\nHost: {host.format(**values)}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: {origin.format(**values)}\r\n\r\n"
+            ).encode()
+            response = await handshake_response(address, request)
+    assert status_of(response) == status

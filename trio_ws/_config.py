@@ -44,7 +44,12 @@ class ServerConfig:
     max_connections: int = attrs.field(default=10_000, validator=_positive)
     """Open WebSocket connections beyond which a new handshake gets 503."""
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    """Origins accepted besides the server's own host (``"*"`` accepts any)."""
+    """Origins (``scheme://host[:port]``) accepted besides the server's own (``"*"``
+    accepts any); see :mod:`trio_ws._origins`."""
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Host names (besides IP addresses and ``localhost``) that are this server's own: a
+    page served from one of them may connect without being listed in
+    ``allowed_origins``. Any other name is refused, which defeats DNS rebinding."""
     ip_allow: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
     """When not empty, only peers in these networks are served."""
     ip_deny: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)

@@ -37,6 +37,7 @@ import trio
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, WebSocketConnection
 from ._http import HttpRouter
+from ._origins import OriginRule
 from ._transport import (
     SocketTransport,
     StreamTransport,
@@ -156,12 +157,6 @@ def _format_addr(addr: Any) -> str:
     return str(addr)
 
 
-def _origin_host(origin: str) -> str:
-    """``https://example.com:8000`` -> ``example.com:8000`` (lower case)."""
-    _, _, rest = origin.partition("://")
-    return (rest or origin).rstrip("/").lower()
-
-
 async def _flush(conn: WebSocketConnection) -> None:
     """Send what a connection has pending, for a writer that could not wait."""
     try:
@@ -200,6 +195,7 @@ class Server:
         self.ws_path = ws_path
         self.ws_routes: dict[str, Handler] = dict(ws_routes or {})
         self.select_subprotocol = select_subprotocol
+        self._origin_rule: tuple[ServerConfig, OriginRule] | None = None
         self.connections: set[WebSocketConnection] = set()
         self._handling = 0
         self._handlers: trio.Nursery | None = None
@@ -552,7 +548,7 @@ class Server:
                     return request
         return None
 
-    def _refusal(self, request: Request) -> tuple[int, str] | None:
+    def _refusal(self, request: Request, *, secure: bool) -> tuple[int, str] | None:
         """Path, Origin and capacity checks of an upgrade request."""
         if (
             self.ws_path is not None
@@ -561,17 +557,18 @@ class Server:
         ):
             return 404, "no WebSocket endpoint here\n"
         origin = request.origin
-        if origin is not None and not self._origin_allowed(origin, request.host):
+        if origin is not None and not self._origins().allows(origin, request.host, secure=secure):
             return 403, "origin not allowed\n"
         if len(self.connections) >= self.config.max_connections:
             return 503, "server full\n"
         return None
 
-    def _origin_allowed(self, origin: str, host: str | None) -> bool:
-        allowed = self.config.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        return host is not None and _origin_host(origin) == host.lower()
+    def _origins(self) -> OriginRule:
+        cached = self._origin_rule
+        if cached is None or cached[0] is not self.config:
+            rule = OriginRule(self.config.allowed_origins, self.config.allowed_hosts)
+            cached = self._origin_rule = (self.config, rule)
+        return cached[1]
 
     async def _run(self, transport: Transport, remote: str | None) -> None:
         config = self.config
@@ -593,7 +590,8 @@ class Server:
             status, data = await self.router.respond(request)
             await self._reply_http(transport, status, data)
             return
-        refusal = self._refusal(request)
+        secure = isinstance(getattr(transport, "stream", None), trio.SSLStream)
+        refusal = self._refusal(request, secure=secure)
         if refusal is not None:
             status, reason = refusal
             log.info("%s refused %s: %s", remote, request.path, reason.strip())

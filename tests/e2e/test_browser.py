@@ -74,7 +74,7 @@ class ServerThread:
                 self._cancel = nursery.cancel_scope
                 self._token = trio.lowlevel.current_trio_token()
                 addresses = await nursery.start(self.app.serve, "127.0.0.1", self.port)
-                outcome["address"] = addresses[0]
+                outcome["address"] = str(addresses[0])
                 ready.set()
 
         def run() -> None:
