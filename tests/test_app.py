@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -223,8 +224,14 @@ async def test_login_policy_that_raises(caplog: pytest.LogCaptureFixture) -> Non
 # Takeover
 
 
+def _trusting(login: LoginRequest) -> LoginAccepted | LoginRefused:
+    """A policy that authenticates whoever says ``"password": "ok"``."""
+    authenticated = login.message.get("password") == "ok"
+    return LoginAccepted(login.message["name"], authenticated=authenticated)
+
+
 async def test_takeover_closes_the_old_connection_with_1008() -> None:
-    app = App(on_name_conflict="takeover")
+    app = App(login=_trusting, on_name_conflict="takeover")
 
     @app.service("whoami")
     async def whoami(client: Client, _message: dict[str, Any]) -> None:
@@ -236,19 +243,69 @@ async def test_takeover_closes_the_old_connection_with_1008() -> None:
             await old.send({"type": "whoami"})
             assert await receive_json(old) == {"type": "me", "name": "Alice", "calls": 1}
             before = app.clients.get("alice")
-            async with logged_in(address, "alice") as new:
+            async with trio_ws.connect(f"ws://{address}/ws") as new:
+                await new.send({"type": "login", "name": "Alice", "password": "ok"})
+                assert await receive_json(new) == {"type": "welcome", "name": "Alice"}
                 assert (await expect_closed(old)).code == 1008
                 # The new connection has the name (and the client's state).
                 await new.send({"type": "whoami"})
-                assert await receive_json(new) == {"type": "me", "name": "alice", "calls": 2}
+                assert await receive_json(new) == {"type": "me", "name": "Alice", "calls": 2}
                 client = app.clients.get("ALICE")
                 assert client is before
                 assert client is not None
                 assert client.connection.closed is None
                 assert len(app.clients) == 1
                 await trio.sleep(0.05)  # the old connection's end must not remove the new
-                assert app.clients.names() == ["alice"]
+                assert app.clients.names() == ["Alice"]
             await wait_until(lambda: len(app.clients) == 0)
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        {"name": "Alice"},  # not authenticated: anyone could say so
+        {"name": "ALICE", "password": "ok"},  # authenticated, but another spelling
+    ],
+    ids=["unauthenticated", "other-case"],
+)
+async def test_takeover_is_only_for_the_same_identity(attempt: dict[str, Any]) -> None:
+    app = App(login=_trusting, on_name_conflict="takeover")
+    with trio.fail_after(5):
+        async with running(app) as address, logged_in(address, "Alice") as held:
+            async with trio_ws.connect(f"ws://{address}/ws") as thief:
+                await thief.send({"type": "login", **attempt})
+                reply = await receive_json(thief)
+                assert (reply["type"], reply["code"]) == ("error", "name_taken")
+            await held.send({"type": "ping"})
+            reply = await receive_json(held)  # still connected: answered (no such service)
+            assert (reply["type"], reply["code"]) == ("error", "bad_message")
+
+
+async def test_a_signed_token_for_another_spelling_does_not_take_over() -> None:
+    secret = b"k" * 32
+    app = App(login=trio_ws.signed_tokens(secret), on_name_conflict="takeover")
+    far = time.time() + 3600
+
+    def token(name: str) -> str:
+        return trio_ws.make_token(secret, name, far)
+
+    with trio.fail_after(5):
+        async with running(app) as address:
+            async with trio_ws.connect(f"ws://{address}/ws") as alice:
+                await alice.send({"type": "login", "token": token("alice")})
+                assert (await receive_json(alice))["type"] == "welcome"
+                async with trio_ws.connect(f"ws://{address}/ws") as upper:
+                    await upper.send({"type": "login", "token": token("ALICE")})
+                    assert (await receive_json(upper))["code"] == "name_taken"
+                async with trio_ws.connect(f"ws://{address}/ws") as again:
+                    await again.send({"type": "login", "token": token("alice")})
+                    assert (await receive_json(again))["type"] == "welcome"
+                    assert (await expect_closed(alice)).code == 1008
+
+
+def test_takeover_with_a_policy_that_authenticates_nobody_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="authenticates"):
+        App(on_name_conflict="takeover")  # unique_names(): anyone could take any name
 
 
 def test_on_name_conflict_is_validated() -> None:

@@ -175,6 +175,7 @@ async def test_bad_grouped_and_streamed_messages(
 async def test_takeover_inherits_subscriptions() -> None:
     app = create_app(ticks_per_second=20)
     app.on_name_conflict = "takeover"
+    app.login = lambda request: trio_ws.LoginAccepted(request.message["name"], authenticated=True)
     with trio.fail_after(10):
         async with running(app) as address, logged_in(address, "Pub") as pub:
             async with logged_in(address, "Roamer") as old:

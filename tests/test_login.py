@@ -27,6 +27,10 @@ SECRET = b"s3cret-key-for-tests"
 NOW = 1_700_000_000.0
 
 
+SIGNED_ALICE = LoginAccepted("alice", authenticated=True)
+"""What signed_tokens accepts: the token's name, authenticated (it may take over)."""
+
+
 def login(**fields: Any) -> LoginRequest:
     return LoginRequest(message={"type": "login", **fields}, request=None, peer="127.0.0.1:5000")
 
@@ -143,12 +147,12 @@ def test_token_format() -> None:
 
 def test_a_valid_token_logs_in_as_its_name() -> None:
     token = make_token(SECRET, "alice", NOW + 60)
-    assert decide(token_policy(), login(token=token)) == LoginAccepted("alice")
+    assert decide(token_policy(), login(token=token)) == SIGNED_ALICE
 
 
 def test_a_matching_name_field_is_fine() -> None:
     token = make_token(SECRET, "alice", NOW + 60)
-    assert decide(token_policy(), login(token=token, name="alice")) == LoginAccepted("alice")
+    assert decide(token_policy(), login(token=token, name="alice")) == SIGNED_ALICE
 
 
 @pytest.mark.parametrize("name", ["bob", "Alice", "", None, 42])
@@ -160,7 +164,7 @@ def test_a_name_field_must_match_the_token(name: object) -> None:
 
 def test_an_expired_token_is_refused() -> None:
     token = make_token(SECRET, "alice", NOW + 60)
-    assert decide(token_policy(NOW + 59.9), login(token=token)) == LoginAccepted("alice")
+    assert decide(token_policy(NOW + 59.9), login(token=token)) == SIGNED_ALICE
     assert refused_unauthorized(decide(token_policy(NOW + 60), login(token=token))) == (
         "token expired"
     )
@@ -171,7 +175,7 @@ def test_an_expired_token_is_refused() -> None:
 
 def test_leeway_extends_expiry() -> None:
     token = make_token(SECRET, "alice", NOW)
-    assert decide(token_policy(NOW + 29, leeway=30), login(token=token)) == LoginAccepted("alice")
+    assert decide(token_policy(NOW + 29, leeway=30), login(token=token)) == SIGNED_ALICE
     refused_unauthorized(decide(token_policy(NOW + 30, leeway=30), login(token=token)))
 
 
@@ -179,7 +183,7 @@ def test_the_clock_is_read_at_each_login() -> None:
     now = [NOW]
     policy = signed_tokens(SECRET, clock=lambda: now[0])
     token = make_token(SECRET, "alice", NOW + 10)
-    assert decide(policy, login(token=token)) == LoginAccepted("alice")
+    assert decide(policy, login(token=token)) == SIGNED_ALICE
     now[0] += 10
     refused_unauthorized(decide(policy, login(token=token)))
 
@@ -271,7 +275,7 @@ def test_signed_tokens_uses_the_real_clock_by_default() -> None:
     policy = signed_tokens(SECRET)
     fresh = make_token(SECRET, "alice", time.time() + 3600)
     stale = make_token(SECRET, "alice", time.time() - 3600)
-    assert decide(policy, login(token=fresh)) == LoginAccepted("alice")
+    assert decide(policy, login(token=fresh)) == SIGNED_ALICE
     refused_unauthorized(decide(policy, login(token=stale)))
 
 

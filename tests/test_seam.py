@@ -91,8 +91,13 @@ async def test_a_name_held_on_one_node_is_refused_on_the_other_in_any_case() -> 
 
 async def test_takeover_across_nodes_closes_the_old_connection_with_1008() -> None:
     broker_a = MemoryBroker(node_id="a")
+
+    def authenticated(request: trio_ws.LoginRequest) -> LoginAccepted:
+        return LoginAccepted(request.message["name"], authenticated=True)
+
     apps = [
-        App(broker=broker, on_name_conflict="takeover") for broker in (broker_a, broker_a.peer())
+        App(broker=broker, login=authenticated, on_name_conflict="takeover")
+        for broker in (broker_a, broker_a.peer())
     ]
 
     @apps[0].service("routed")

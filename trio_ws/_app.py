@@ -23,7 +23,7 @@ from ._clients import Client, ClientRegistry
 from ._config import ServerConfig
 from ._connection import WebSocketConnection
 from ._http import HttpRouter
-from ._login import LoginPolicy, unique_names
+from ._login import LoginPolicy, authenticates_nobody, unique_names
 from ._metrics import healthz, metrics, metrics_text, queue_stats
 from ._queue_model import Policy, QueueOptions
 from ._server import Address, Server, SubprotocolSelector
@@ -44,8 +44,10 @@ class App:
     Args:
         login: the login policy (client factory); ``unique_names()`` by default.
         on_name_conflict: ``"refuse"`` a login whose name is taken (``name_taken``), or
-            ``"takeover"``: close the old connection with 1008 and give the new one the
-            name (and, on the same node, its subscriptions), as a reconnecting client needs.
+            ``"takeover"``: an *authenticated* login of the same name (see
+            :class:`LoginAccepted`) closes the old connection with 1008 and gets the name
+            (and, on the same node, its subscriptions), as a reconnecting client needs;
+            other logins of a held name still get ``name_taken``.
         config: limits and timeouts (DESIGN.md defaults).
         ws_path: the path WebSocket clients connect to.
         broker: what the nodes share: a :class:`~trio_ws.brokers.Broker` or a URL
@@ -70,6 +72,12 @@ class App:
                 f"on_name_conflict must be 'refuse' or 'takeover', not {on_name_conflict!r}"
             )
         self.login = login if login is not None else unique_names()
+        if on_name_conflict == "takeover" and authenticates_nobody(self.login):
+            raise ValueError(
+                "on_name_conflict='takeover' needs a login policy that authenticates "
+                "clients (signed_tokens, or LoginAccepted(name, authenticated=True)): "
+                "with unique_names() anyone could take any name"
+            )
         self.on_name_conflict = on_name_conflict
         self.config = config or ServerConfig()
         self.broker = broker_from_url(broker) if isinstance(broker, str) else broker

@@ -37,6 +37,7 @@ __all__ = [
     "LoginRefused",
     "LoginRequest",
     "LoginResult",
+    "authenticates_nobody",
     "make_token",
     "run_policy",
     "signed_tokens",
@@ -67,6 +68,12 @@ class LoginAccepted:
 
     name: str = attrs.field(validator=attrs.validators.instance_of(str))
     """The client's name, the key by which it is found."""
+    authenticated: bool = attrs.field(
+        default=False, kw_only=True, validator=attrs.validators.instance_of(bool)
+    )
+    """Whether the policy verified the client's claim to the name (a token, a password).
+    Only an authenticated login may take over (``on_name_conflict="takeover"``) a
+    connection holding the same name, spelled the same: anyone else gets ``name_taken``."""
 
 
 @attrs.frozen
@@ -113,7 +120,14 @@ def unique_names() -> LoginPolicy:
             return LoginAccepted(name)
         return _name_refusal(name)
 
+    setattr(unique_names_policy, "authenticates", False)  # noqa: B010 - read by authenticates_nobody
     return unique_names_policy
+
+
+def authenticates_nobody(policy: LoginPolicy) -> bool:
+    """Whether ``policy`` is known never to authenticate anyone (like :func:`unique_names`),
+    so that a takeover could only ever steal a name."""
+    return getattr(policy, "authenticates", True) is False
 
 
 def _b64encode(data: bytes) -> str:
@@ -207,7 +221,7 @@ def signed_tokens(
             return LoginRefused("unauthorized", "invalid token")
         if "name" in login.message and login.message["name"] != checked:
             return LoginRefused("unauthorized", "the name does not match the token")
-        return LoginAccepted(checked)
+        return LoginAccepted(checked, authenticated=True)
 
     return signed_tokens_policy
 

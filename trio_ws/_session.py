@@ -153,15 +153,23 @@ class SessionDriver:
                 conn, session.login_failed("bad_name", "the server cannot use that name")
             )
             return None
-        takeover = app.on_name_conflict == "takeover"
+        # A takeover is for the same identity only: an authenticated login of the very
+        # name held (spelled the same). Anyone else is refused, whatever the policy.
+        may_take_over = app.on_name_conflict == "takeover" and result.authenticated
         old = app.clients.get(name)
-        if old is not None and old.connection.closed is None and not takeover:
+        if (
+            old is not None
+            and old.connection.closed is None
+            and not (may_take_over and old.name == name)
+        ):
             await self._perform(
                 conn, session.login_failed("name_taken", f"the name {name!r} is taken")
             )
             return None
         try:
-            claim = await app.broker.claim(name, owner, takeover=takeover)
+            claim = await app.broker.claim(name, owner, takeover=False)
+            if not claim.granted and may_take_over and claim.name == name:
+                claim = await app.broker.claim(name, owner, takeover=True)
         except BrokerUnavailable as exc:
             await self._perform(conn, session.login_failed(exc.code, exc.message))
             return None

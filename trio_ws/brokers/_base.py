@@ -109,6 +109,9 @@ class Claim:
     """Whether the owner now holds the name."""
     previous: str | None = None
     """Refused: the owner holding it. Granted by takeover: the owner it was taken from."""
+    name: str | None = None
+    """With ``previous``: the name as that owner spelled it (names are unique
+    case-insensitively; a takeover is only for the same spelling)."""
 
 
 @attrs.frozen

@@ -195,11 +195,11 @@ class MemoryBroker(Broker):
             holder = self._live(self.node_of(held[1]))
             if holder is not None:
                 if not takeover:
-                    return Claim(False, held[1])
+                    return Claim(False, held[1], held[0])
                 names[key] = (name, owner)
                 if holder is not self:
                     holder.on_displaced(held[0], held[1])
-                return Claim(True, held[1])
+                return Claim(True, held[1], held[0])
         names[key] = (name, owner)
         return Claim(True)
 
