@@ -540,3 +540,36 @@ async def test_a_write_during_a_drain_waits_behind_the_frame_being_written() -> 
         client.receive_data(bytes(received))
         messages = [event.data for event in client.events_received()]  # type: ignore[attr-defined]
         assert messages == [big, "hello"]
+
+
+async def test_a_chunk_of_many_messages_is_handed_out_with_checkpoints() -> None:
+    """A flooder's 64 KiB of tiny messages must not hold the loop for all of them."""
+    from trio_ws._connection import _MESSAGES_PER_CHECKPOINT
+
+    client, server = make_pair()
+    for i in range(2000):
+        client.protocol.send_text(str(i))
+    await client.transport.send_all(client.protocol.data_to_send())  # one burst
+    ran = 0
+    longest = 0
+
+    async def neighbour() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(neighbour)
+            streak, seen = 0, ran
+            for i in range(2000):
+                assert await server.receive() == str(i)
+                if ran == seen:
+                    streak += 1
+                    longest = max(longest, streak)
+                else:
+                    streak, seen = 0, ran
+            nursery.cancel_scope.cancel()
+    # Each checkpoint lets the neighbour run once; trio may run us first in that batch.
+    assert longest <= 2 * _MESSAGES_PER_CHECKPOINT

@@ -55,6 +55,10 @@ Message = str | bytes
 # A background reader stops reading (the kernel and then TCP hold the rest back) once this
 # many messages wait unhandled: it exists to answer pings and the Close, not to buffer.
 _INBOX_LIMIT = 16
+# receive() hands out at most this many already-parsed messages in a row before a
+# checkpoint: one 64 KiB read can hold thousands of tiny messages, and a flooder's would
+# otherwise add its whole handling time to everyone's latency.
+_MESSAGES_PER_CHECKPOINT = 16
 
 
 class ConnectionClosed(WebSocketError):
@@ -151,6 +155,7 @@ class WebSocketConnection:
         self._drain_task = False
         self._reader_running = False
         self._inbox_changed: trio.Event | None = None
+        self._unyielded = 0
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} {self.remote or ''} {self.state.name}>"
@@ -190,6 +195,14 @@ class WebSocketConnection:
             if self._unsettled:  # bytes fed from outside (handshake leftovers): settle them
                 await self._settle()
             if inbox:
+                unyielded = self._unyielded + 1
+                if unyielded > _MESSAGES_PER_CHECKPOINT:
+                    # A chunk of many small messages must not hold the loop: let the other
+                    # connections run before handing out more.
+                    self._unyielded = 0
+                    await trio.lowlevel.checkpoint()
+                    continue
+                self._unyielded = unyielded
                 self.messages_in += 1
                 message = inbox.popleft()
                 if self._reader_running and len(inbox) == _INBOX_LIMIT - 1:
@@ -197,6 +210,7 @@ class WebSocketConnection:
                 return message
             if self._closed is not None:
                 raise self._closed
+            self._unyielded = 0  # reading or waiting is a checkpoint
             if self._reader_running:
                 await self._wait_inbox()
             else:

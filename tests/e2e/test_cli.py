@@ -187,6 +187,7 @@ def run_to_exit(args: list[str]) -> subprocess.CompletedProcess[str]:
         (["--log-level", "loud"], "invalid level 'loud'"),
         (["--workers", "0"], "--workers must be at least 1, not 0"),
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["--rate-limit", "fast"], "expected N/SECONDS like 100/1, or off"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], expected: str) -> None:
@@ -208,6 +209,7 @@ def test_help_explains_every_option() -> None:
         "--allowed-origin",
         "--dashboard-token",
         "--log-level",
+        "--rate-limit",
     ):
         assert option in result.stdout
 
@@ -256,3 +258,18 @@ def test_log_level_is_case_insensitive_and_every_interface_prints_an_openable_ur
     assert "[::]" not in out
     assert "0.0.0.0" not in out
     assert "every interface" in out
+
+
+def test_the_demo_ships_a_rate_limit() -> None:
+    port = free_port()
+    with program(DEMO, port) as proc:
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+            ws.send(json.dumps({"type": "login", "name": "flood"}))
+            assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+            for i in range(150):  # a burst beyond the default 100/1
+                ws.send(json.dumps({"type": "echo", "text": str(i)}))
+            replies = [json.loads(ws.recv(timeout=5)) for _ in range(150)]
+        stop(proc, signal.SIGTERM)
+    codes = [r.get("code") for r in replies if r["type"] == "error"]
+    assert 0 < len(codes) <= 50
+    assert set(codes) == {"rate_limited"}

@@ -41,6 +41,19 @@ def _log_level(value: str) -> str:
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+def _rate(value: str) -> tuple[int, float] | None:
+    if value.lower() == "off":
+        return None
+    count, _, seconds = value.partition("/")
+    try:
+        rate = (int(count), float(seconds or "1"))
+    except ValueError:
+        rate = (0, 0.0)
+    if rate[0] < 1 or not rate[1] > 0:
+        raise argparse.ArgumentTypeError(f"expected N/SECONDS like 100/1, or off; not {value!r}")
+    return rate
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="trio-ws-demo",
@@ -85,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         "--dashboard-token", metavar="TOKEN", help="require ?token=TOKEN for the dashboard's stream"
     )
     parser.add_argument(
+        "--rate-limit",
+        default="100/1",
+        type=_rate,
+        metavar="N/SECONDS",
+        help="messages a logged-in client may send per SECONDS (bursts of N); 'off' for "
+        "none (default: %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         type=_log_level,
@@ -127,7 +148,7 @@ async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker:
     except OSError as exc:
         _fail(f"cannot listen on {args.host or '*'}:{args.port}: {exc.strerror or exc}")
     app = create_app(
-        config=ServerConfig(allowed_origins=tuple(args.allowed_origin)),
+        config=ServerConfig(allowed_origins=tuple(args.allowed_origin), rate_limit=args.rate_limit),
         dashboard_token=args.dashboard_token,
         broker=broker,
     )
