@@ -486,3 +486,43 @@ async def test_healthz_and_metrics_report_the_broker() -> None:
                 assert body["broker"]["state"] == broker.state.value
                 assert body["broker"]["node"] == broker.node_id
                 assert f'trio_ws_broker_up{{kind="memory"}} {up}' in app.metrics_text()
+
+
+# ---------------------------------------------------------------------------------------
+# What a publisher can make the broker keep
+
+
+async def test_kept_history_is_bounded_in_bytes_per_queue_and_in_all() -> None:
+    broker = MemoryBroker(store=trio_ws.brokers.MemoryStore(max_history_bytes=3 << 20))
+    hub = BroadcastHub(broker=broker)
+    text = "é" * (100 << 10)  # 100 Ki characters, 200 KiB in UTF-8 (600 KiB as \\u escapes)
+    for i in range(200):  # self-named groups, as anyone may create
+        await hub.publish(f"g{i}", {"type": "grouped", "text": text})
+    store = broker.store
+    sizes = [h.bytes for h in store.histories.values()]
+    assert store.history_bytes == sum(sizes) <= 3 << 20  # the budget for all queues
+    assert max(sizes) <= 256 << 10  # a queue made on demand keeps at most 256 KiB
+    last = store.histories["g199"].kept[-1]
+    assert len(last.frame) < 210 << 10  # UTF-8, stored once (the payload is a view of it)
+    assert isinstance(last.payload, memoryview)
+    assert last.payload.obj is last.frame
+    # The oldest go first, whatever their queue: the newest groups keep their message, and
+    # a replay of an old one reports the eviction as a gap, exactly.
+    assert [bool(store.histories[f"g{i}"].kept) for i in (0, 150, 190, 199)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        async with hub.open_subscription("g0", since=0) as channel:
+            assert await channel.receive() == QueueGap("g0", 1, 1)
+        nursery.cancel_scope.cancel()
+
+
+def test_json_goes_out_as_utf8_and_a_lone_surrogate_still_encodes() -> None:
+    from trio_ws._connection import dumps
+
+    assert dumps({"t": "é"}) == '{"t":"é"}'
+    assert dumps({"t": "\ud800"}) == '{"t":"\\ud800"}'

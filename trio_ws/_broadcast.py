@@ -66,6 +66,9 @@ __all__ = [
     "SubscriberState",
 ]
 
+DYNAMIC_QUEUE_DEFAULTS = QueueOptions(max_history_bytes=256 << 10)
+"""Queues anyone may create by naming them keep less than declared ones: 256 KiB."""
+
 # on_message flushes by itself when a queue has this many messages waiting for the
 # flusher, so a publisher that never reaches a checkpoint cannot grow the list unbounded.
 _MAX_UNFLUSHED = 1024
@@ -265,7 +268,8 @@ class BroadcastHub:
             the queue's policy applies (``ServerConfig.max_subscriber_buffer``).
         max_queues: how many queues :meth:`get_or_create` may create on first use.
         dynamic_queues: whether unknown queue names create queues (else ``unknown_group``).
-        queue_defaults: the options of queues created on first use.
+        queue_defaults: the options of queues created on first use
+            (:data:`DYNAMIC_QUEUE_DEFAULTS` by default: 100 messages, 256 KiB).
         close_timeout: seconds a too-slow subscriber (policy ``disconnect``) gets to take its
             Close frame before the connection is dropped.
         compression_level: zlib level of the shared compressed frames.
@@ -291,7 +295,7 @@ class BroadcastHub:
         self.max_queues = max_queues
         self.dynamic_queues = dynamic_queues
         if queue_defaults is None or isinstance(queue_defaults, QueueOptions):
-            self.queue_defaults = queue_defaults or QueueOptions()
+            self.queue_defaults = queue_defaults or DYNAMIC_QUEUE_DEFAULTS
         else:
             self.queue_defaults = QueueOptions(**queue_defaults)
         self.queues: dict[str, BroadcastQueue] = {}

@@ -105,6 +105,9 @@ class QueueOptions:
 
     history: int = attrs.field(default=100, validator=_check_history)
     """Messages kept for replay (``since``); 0 keeps none."""
+    max_history_bytes: int | None = attrs.field(default=1 << 20, validator=_check_positive_or_none)
+    """Bytes (of encoded frames) the kept history may hold; the oldest go first. ``None``:
+    only ``history`` bounds it (and the broker's budget for all queues)."""
     ttl: float | None = attrs.field(default=None, validator=_check_positive_or_none)
     """Seconds after which a kept message is no longer replayed (``None``: never)."""
     policy: Policy = attrs.field(default="drop", validator=_check_policy)
@@ -238,14 +241,19 @@ class History:
         ttl: seconds after which a kept message is no longer replayed (``None``: never).
     """
 
-    def __init__(self, size: int = 100, *, ttl: float | None = None) -> None:
+    def __init__(
+        self, size: int = 100, *, ttl: float | None = None, max_bytes: int | None = None
+    ) -> None:
         if size < 0:
             raise ValueError(f"history must be >= 0, not {size}")
         if ttl is not None and ttl <= 0:
             raise ValueError(f"ttl must be positive or None, not {ttl}")
         self.size = size
         self.ttl = ttl
+        self.max_bytes = max_bytes
         self.seq = 0
+        self.bytes = 0
+        """Bytes of the kept messages' frames."""
         self.kept: deque[Message] = deque()
         self._keyed: dict[str, deque[Message]] = {}
 
@@ -261,16 +269,30 @@ class History:
             return
         kept = self.kept
         kept.append(message)
+        self.bytes += len(message.frame)
         if message.key is not None:
             self._keyed.setdefault(message.key, deque()).append(message)
         if len(kept) > self.size:
-            old = kept.popleft()
-            if old.key is not None:
-                same = self._keyed.get(old.key)
-                if same and same[0] is old:
-                    same.popleft()
-                    if not same:
-                        del self._keyed[old.key]
+            self.evict_oldest()
+        max_bytes = self.max_bytes
+        if max_bytes is not None:
+            while self.bytes > max_bytes and kept:
+                self.evict_oldest()
+
+    def evict_oldest(self) -> int:
+        """Forget the oldest kept message (a later ``since`` gets a gap); return its bytes."""
+        if not self.kept:
+            return 0
+        old = self.kept.popleft()
+        size = len(old.frame)
+        self.bytes -= size
+        if old.key is not None:
+            same = self._keyed.get(old.key)
+            if same and same[0] is old:
+                same.popleft()
+                if not same:
+                    del self._keyed[old.key]
+        return size
 
     def retract(self, key: str) -> int:
         """Kill the kept messages published with ``key``; return how many were live.

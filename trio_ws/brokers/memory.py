@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections import Counter
+from collections import Counter, deque
 
 import trio
 
 from .._names import name_key
-from .._queue_model import History, QueueOptions, make_message
+from .._queue_model import History, Message, QueueOptions, make_message
 from ._base import Broker, BrokerState, BrokerStatistics, Claim, NodeInfo, Replay
 
 __all__ = ["MemoryBroker", "MemoryStore"]
@@ -30,7 +30,17 @@ __all__ = ["MemoryBroker", "MemoryStore"]
 class MemoryStore:
     """The state shared by the :class:`MemoryBroker` nodes of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_history_bytes: int | None = 64 << 20) -> None:
+        if max_history_bytes is not None and max_history_bytes <= 0:
+            raise ValueError(f"max_history_bytes must be positive, not {max_history_bytes}")
+        self.max_history_bytes = max_history_bytes
+        """Bytes all queues' kept histories may hold together; a publish over it evicts the
+        oldest messages of its own queue first."""
+        self.history_bytes = 0
+        self._order: deque[tuple[History, Message]] = deque()
+        """Kept messages of every queue in publish order (with entries for some already
+        evicted by their queue's own limits, pruned when they are half of it)."""
+        self._kept = 0
         self.epoch = secrets.token_hex(6)
         """The history epoch: new for every store (a process restart loses the history)."""
         self.histories: dict[str, History] = {}
@@ -44,11 +54,39 @@ class MemoryStore:
     def history(self, queue: str, options: QueueOptions) -> History:
         history = self.histories.get(queue)
         if history is None:
-            history = self.histories[queue] = History(options.history, ttl=options.ttl)
-        elif history.size != options.history or history.ttl != options.ttl:
+            history = self.histories[queue] = History(
+                options.history, ttl=options.ttl, max_bytes=options.max_history_bytes
+            )
+        elif (history.size, history.ttl, history.max_bytes) != (
+            options.history,
+            options.ttl,
+            options.max_history_bytes,
+        ):
             history.size = options.history
             history.ttl = options.ttl
+            history.max_bytes = options.max_history_bytes
         return history
+
+    def append(self, history: History, message: Message) -> None:
+        """Keep ``message`` within the queue's budgets and the store's: over the store's,
+        the oldest kept messages of any queue go first."""
+        before_bytes, before_kept = history.bytes, len(history.kept)
+        history.append(message)
+        self.history_bytes += history.bytes - before_bytes
+        self._kept += len(history.kept) - before_kept
+        order = self._order
+        if history.kept and history.kept[-1] is message:
+            order.append((history, message))
+        budget = self.max_history_bytes
+        while budget is not None and self.history_bytes > budget and order:
+            oldest_history, oldest = order.popleft()
+            if oldest_history.kept and oldest_history.kept[0] is oldest:
+                self.history_bytes -= oldest_history.evict_oldest()
+                self._kept -= 1
+        if len(order) > 2 * self._kept + 64:
+            self._order = deque(
+                (h, m) for h, m in order if h.kept and h.kept[0].seq <= m.seq <= h.kept[-1].seq
+            )
 
 
 class MemoryBroker(Broker):
@@ -148,7 +186,7 @@ class MemoryBroker(Broker):
         history = store.history(queue, options)
         now = trio.current_time() if history.ttl is not None else 0.0
         message = make_message(history.seq + 1, body, kind, key=key, time=now)
-        history.append(message)
+        store.append(history, message)
         listeners = store.listeners.get(queue)
         if listeners:
             for node in listeners:

@@ -83,7 +83,10 @@ def create_app(
 ) -> App:
     """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard."""
     app = App(
-        config=config, ws_path="/ws", broker=broker, queue_defaults=QueueOptions(history=HISTORY)
+        config=config,
+        ws_path="/ws",
+        broker=broker,
+        queue_defaults=QueueOptions(history=HISTORY, max_history_bytes=256 << 10),
     )
     for path, name in _STATIC.items():
         app.router.add(path, static_resource(_PACKAGE, name))
