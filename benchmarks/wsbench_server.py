@@ -23,7 +23,15 @@ from trio_ws._broadcast import BroadcastHub
 
 def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
     """The wsbench server and its hub (``Server.serve(..., background=[hub.run])``)."""
-    config = ServerConfig(max_message_size=1 << 24)
+    # The load generators connect thousands of times from one address: the per-address
+    # and pending limits (which protect a public server from one peer) are lifted here.
+    config = ServerConfig(
+        max_message_size=1 << 24,
+        max_connections=100_000,
+        max_connections_per_address=100_000,
+        max_pending=100_000,
+        max_pending_per_address=100_000,
+    )
     hub = BroadcastHub(max_subscriber_buffer=config.max_subscriber_buffer)
     queue = hub.queue("bench", history=history)
     publish = queue.publish

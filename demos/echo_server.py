@@ -24,7 +24,16 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     args = parser.parse_args()
-    config = trio_ws.ServerConfig(max_message_size=16 << 20, ping_interval=None)
+    # It serves conformance suites and load generators, which open thousands of
+    # connections from one address: the per-address and pending limits are lifted.
+    config = trio_ws.ServerConfig(
+        max_message_size=16 << 20,
+        ping_interval=None,
+        max_connections=100_000,
+        max_connections_per_address=100_000,
+        max_pending=100_000,
+        max_pending_per_address=100_000,
+    )
     server = trio_ws.Server(echo, config=config)
     # Until SIGINT or SIGTERM, then a graceful shutdown (close 1001).
     trio_ws.run(server, args.host, args.port, log_level=logging.WARNING)

@@ -34,9 +34,10 @@ TTL = 60.0  # ...for at most this many seconds: older ones are stale, never repl
 
 
 def make_app(interval: float) -> trio_ws.App:
-    # "takeover": a client reconnecting before the server noticed its old connection died
-    # gets its name back (and its subscriptions) instead of error / name_taken.
-    app = trio_ws.App(login=trio_ws.unique_names(), on_name_conflict="takeover")
+    # Pseudonyms are not authenticated, so a held name is refused (name_taken) until its
+    # connection ends; a reconnecting client resumes with `since`, not with a takeover.
+    # (With signed_tokens(), on_name_conflict="takeover" would hand it the name back.)
+    app = trio_ws.App(login=trio_ws.unique_names())
     prices = app.queue("prices", history=HISTORY, ttl=TTL)
 
     @app.background  # runs in the server's nursery; cancelled at shutdown

@@ -775,3 +775,40 @@ async def test_origin_rule_compares_scheme_host_and_port_and_refuses_rebinding(
             ).encode()
             response = await handshake_response(address, request)
     assert status_of(response) == status
+
+
+async def test_one_address_cannot_take_every_slot_and_pending_ones_have_a_smaller_cap() -> None:
+    app = demo_app(max_connections_per_address=3, max_pending_per_address=2)
+
+    async def refused_at_once(address: str) -> bool:
+        async with RawClient.open(address) as raw:
+            try:
+                return await raw.read_until_eof() == b""  # closed before any byte
+            except trio.BrokenResourceError:
+                return True
+
+    with trio.fail_after(10):
+        async with running(app) as address:
+            async with RawClient.open(address), RawClient.open(address):  # 2 pending
+                await wait_until(lambda: app.server.statistics().pending == 2)
+                assert await refused_at_once(address)  # a third pending one is refused
+            await wait_until(lambda: app.server.statistics().pending == 0)
+            async with logged_in(address, "a"), logged_in(address, "b"):  # admitted
+                assert app.server.statistics().pending == 0
+                async with RawClient.open(address):  # the third connection, pending
+                    await wait_until(lambda: app.server.statistics().pending == 1)
+                    assert await refused_at_once(address)  # a fourth: over 3 in all
+            stats = app.server.statistics()
+            assert stats.refused_by_limits == 2
+            assert 'trio_ws_refused_total{reason="limits"} 2' in app.metrics_text()
+            async with logged_in(address, "c"):  # everything was given back
+                pass
+
+
+def test_ipv6_addresses_count_per_64() -> None:
+    from trio_ws._admission import address_key
+
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("192.0.2.7") == "192.0.2.7"

@@ -93,6 +93,7 @@ class App:
             ws_path=ws_path,
             select_subprotocol=select_subprotocol,
         )
+        self.server.handler_admits = True  # at login (the session driver)
         self.hub = BroadcastHub(
             broker=self.broker,
             max_subscriber_buffer=self.config.max_subscriber_buffer,

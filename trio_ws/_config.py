@@ -43,6 +43,13 @@ class ServerConfig:
     """Seconds a pinged client has to show life (any frame); then close 1011."""
     max_connections: int = attrs.field(default=10_000, validator=_positive)
     """Open WebSocket connections beyond which a new handshake gets 503."""
+    max_connections_per_address: int = attrs.field(default=1000, validator=_positive)
+    """Connections (in any stage) one address (an IPv4 address or an IPv6 /64) may hold;
+    beyond it a new socket is closed at once."""
+    max_pending: int = attrs.field(default=1000, validator=_positive)
+    """Connections not yet admitted (in the handshake, or not logged in yet) in all."""
+    max_pending_per_address: int = attrs.field(default=256, validator=_positive)
+    """Connections not yet admitted from one address."""
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     """Origins (``scheme://host[:port]``) accepted besides the server's own (``"*"``
     accepts any); see :mod:`trio_ws._origins`."""

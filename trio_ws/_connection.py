@@ -172,6 +172,7 @@ class WebSocketConnection:
         self._reader_running = False
         self._inbox_changed: trio.Event | None = None
         self._unyielded = 0
+        self._on_admit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} {self.remote or ''} {self.state.name}>"
@@ -184,6 +185,13 @@ class WebSocketConnection:
     def closed(self) -> ConnectionClosed | None:
         """How the connection ended, or ``None`` while it is open."""
         return self._closed
+
+    def admit(self) -> None:
+        """Mark the connection admitted (logged in): it stops counting against the
+        server's limits on pending connections. Idempotent."""
+        callback, self._on_admit = self._on_admit, None
+        if callback is not None:
+            callback()
 
     @property
     def writable(self) -> bool:

@@ -61,6 +61,9 @@ def metrics_text(app: App) -> str:
         "# HELP trio_ws_open_connections Open WebSocket connections.",
         "# TYPE trio_ws_open_connections gauge",
         f"trio_ws_open_connections {stats.connections}",
+        "# HELP trio_ws_pending_connections Connections not yet admitted (not logged in).",
+        "# TYPE trio_ws_pending_connections gauge",
+        f"trio_ws_pending_connections {stats.pending}",
         "# HELP trio_ws_logged_in_clients Logged-in clients of this node.",
         "# TYPE trio_ws_logged_in_clients gauge",
         f"trio_ws_logged_in_clients {len(app.clients)}",
@@ -86,6 +89,7 @@ def metrics_text(app: App) -> str:
         " status of a refused handshake).",
         "# TYPE trio_ws_refused_total counter",
         f'trio_ws_refused_total{{reason="ip_rules"}} {stats.refused_by_ip_rules}',
+        f'trio_ws_refused_total{{reason="limits"}} {stats.refused_by_limits}',
     ]
     lines += [
         f'trio_ws_refused_total{{reason="http_{s}"}} {n}' for s, n in sorted(stats.refused.items())

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import attrs
 import trio
 
+from ._admission import Admission, address_key
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, WebSocketConnection
 from ._http import HttpRouter
@@ -82,6 +83,10 @@ class ServerStatistics:
     """HTTP refusals by status (400, 403, 404, 426, 431, 503, ...)."""
     refused_by_ip_rules: int
     """Connections refused by ``ip_allow`` / ``ip_deny`` before any byte was read."""
+    refused_by_limits: int
+    """Connections refused for the per-address or pending limits, before any byte."""
+    pending: int
+    """Connections not yet admitted (handshake, or not logged in yet)."""
     close_codes: dict[int, int]
     """Closed WebSocket connections by close code."""
     messages_in: int
@@ -198,6 +203,10 @@ class Server:
         self._origin_rule: tuple[ServerConfig, OriginRule] | None = None
         self.connections: set[WebSocketConnection] = set()
         self._handling = 0
+        self.handler_admits = False
+        """Whether the main handler admits its connections itself (an app, at login)
+        rather than the server at the end of the handshake."""
+        self._admission_for: tuple[ServerConfig, Admission] | None = None
         self._handlers: trio.Nursery | None = None
         self._accepting = trio.Event()
         self._accepting.set()
@@ -237,6 +246,8 @@ class Server:
             http_requests=self._http_requests,
             refused=dict(self._refused),
             refused_by_ip_rules=self._refused_ip,
+            refused_by_limits=self._admission().refused,
+            pending=self._admission().pending,
             close_codes=dict(self._close_codes),
             messages_in=self._closed_messages_in + sum(c.messages_in for c in conns),
             messages_out=self._closed_messages_out + sum(c.messages_out for c in conns),
@@ -414,6 +425,11 @@ class Server:
                     self._refused_ip += 1
                     sock.close()
                     continue
+                key = address_key(addr[0])
+                if not self._admission().enter(key):
+                    log.info("refused %s (too many connections from its address)", remote)
+                    sock.close()
+                    continue
                 transport: Transport
                 if ssl_context is None:
                     transport = SocketTransport(sock)
@@ -423,7 +439,7 @@ class Server:
                     transport = StreamTransport(
                         trio.SSLStream(stream, ssl_context, server_side=True)
                     )
-                nursery.start_soon(self._handle, transport, remote)
+                nursery.start_soon(self._handle, transport, remote, key)
                 accepted += 1
                 if accepted >= _ACCEPTS_PER_CHECKPOINT:
                     accepted = 0
@@ -446,6 +462,7 @@ class Server:
                     continue
                 raise
             remote = None
+            key = None
             sock = getattr(stream, "socket", None)
             if sock is not None:
                 try:
@@ -459,7 +476,12 @@ class Server:
                         self._refused_ip += 1
                         await trio.aclose_forcefully(stream)
                         continue
-            nursery.start_soon(self._handle, StreamTransport(stream), remote)
+                    key = address_key(peer[0])
+                    if not self._admission().enter(key):
+                        log.info("refused %s (too many connections from its address)", remote)
+                        await trio.aclose_forcefully(stream)
+                        continue
+            nursery.start_soon(self._handle, StreamTransport(stream), remote, key)
 
     async def _keepalive(self) -> None:
         """One task pings every quiet connection and closes those that stay silent (1011)."""
@@ -503,14 +525,25 @@ class Server:
 
     # ------------------------------------------------------------------ one connection
 
-    async def _handle(self, transport: Transport, remote: str | None) -> None:
+    async def _handle(self, transport: Transport, remote: str | None, key: str | None) -> None:
         """The firewall around one connection: nothing it does can hurt the server."""
         self._handling += 1
+        admission = self._admission()
+        admitted = [key is None]
+
+        def admit() -> None:
+            if not admitted[0]:
+                admitted[0] = True
+                assert key is not None
+                admission.admit(key)
+
         try:
-            await self._run(transport, remote)
+            await self._run(transport, remote, admit)
         except Exception:
             log.exception("connection %s: unexpected error", remote)
         finally:
+            if key is not None:
+                admission.leave(key, admitted=admitted[0])
             self._handling -= 1
             transport.abort()
             with trio.CancelScope(shield=True):  # closing a socket does not block
@@ -563,6 +596,18 @@ class Server:
             return 503, "server full\n"
         return None
 
+    def _admission(self) -> Admission:
+        cached = self._admission_for
+        if cached is None or cached[0] is not self.config:
+            config = self.config
+            admission = Admission(
+                max_per_address=config.max_connections_per_address,
+                max_pending=config.max_pending,
+                max_pending_per_address=config.max_pending_per_address,
+            )
+            cached = self._admission_for = (config, admission)
+        return cached[1]
+
     def _origins(self) -> OriginRule:
         cached = self._origin_rule
         if cached is None or cached[0] is not self.config:
@@ -570,7 +615,9 @@ class Server:
             cached = self._origin_rule = (self.config, rule)
         return cached[1]
 
-    async def _run(self, transport: Transport, remote: str | None) -> None:
+    async def _run(
+        self, transport: Transport, remote: str | None, admit: Callable[[], None]
+    ) -> None:
         config = self.config
         handshake = ServerHandshake(max_head_size=config.max_head_size)
         try:
@@ -627,6 +674,11 @@ class Server:
             close_timeout=config.close_timeout,
             background=self._handlers,
         )
+        conn._on_admit = admit
+        if self.handler_admits and request.path not in self.ws_routes:
+            pass  # admitted by the handler (an app: at login)
+        else:
+            conn.admit()
         self.connections.add(conn)
         self._connections_total += 1
         log.info("#%d open %s %s", conn.id, remote, request.target)

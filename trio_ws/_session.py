@@ -196,6 +196,7 @@ class SessionDriver:
             app.clients._add(client)
             if any(q.options.auto_subscribe for q in app.hub.queues.values()):
                 client.subscriber = await app.hub.subscriber(conn, name)
+        conn.admit()
         await self._perform(conn, session.login_succeeded(name))
         log.info("#%d logged in as %r", conn.id, name)
         return client

@@ -254,7 +254,7 @@ async def test_price_ticker_resumes_with_since(tmp_path: Path) -> None:
 
             await trio.sleep(0.6)  # away for about a dozen prices
 
-            # Back (the same name: "takeover" or free by now), resuming after `last`.
+            # Back (the same name, free by now), resuming after `last`.
             async with logged_in(address, "alice") as ws:
                 await ws.send({"type": "subscribe", "since": last})
                 resumed = await receive_json(ws)
