@@ -54,6 +54,8 @@ class App:
             (``"memory"``, the default: an embedded broker of this process).
         queue_defaults: the options of queues created on first use.
         select_subprotocol: picks one of the subprotocols a client offers, or ``None``.
+        metrics_token: ``/metrics`` requires it (``Authorization: Bearer``); without one,
+            ``/metrics`` answers only peers on this machine.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class App:
         broker: Broker | str = "memory",
         queue_defaults: QueueOptions | None = None,
         select_subprotocol: SubprotocolSelector | None = None,
+        metrics_token: str | None = None,
     ) -> None:
         if on_name_conflict not in ("refuse", "takeover"):
             raise ValueError(
@@ -80,6 +83,7 @@ class App:
             )
         self.on_name_conflict = on_name_conflict
         self.config = config or ServerConfig()
+        self.metrics_token = metrics_token
         self.broker = broker_from_url(broker) if isinstance(broker, str) else broker
         self.clients = ClientRegistry(self.broker)
         self.sessions = SessionDriver(self)

@@ -6,8 +6,12 @@ A request that is not a WebSocket upgrade is answered once and the connection cl
 
 from __future__ import annotations
 
+import contextvars
+import hmac
+import ipaddress
 import logging
 import mimetypes
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -61,6 +65,41 @@ def static_resource(package: str, name: str, *, content_type: str | None = None)
         )
 
     return route
+
+
+current_peer: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trio_ws_current_peer", default=None
+)
+"""The peer address (``"host:port"``) of the request a route is answering, if known."""
+
+
+def peer_is_loopback(peer: str | None = None) -> bool:
+    """Whether the peer (by default of the request being answered) is on this machine."""
+    if peer is None:
+        peer = current_peer.get()
+    if peer is None:
+        return True  # an in-memory stream: nobody from the network
+    host = peer.rpartition(":")[0].strip("[]") or peer
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def bearer_token_matches(request: Request, token: str) -> bool:
+    """Whether the request carries ``token`` as ``Authorization: Bearer …`` or
+    ``?token=…`` (compared in constant time)."""
+    given = ""
+    for name, value in request.headers:
+        if name.lower() == "authorization" and value[:7].lower() == "bearer ":
+            given = value[7:].strip()
+            break
+    else:
+        given = urllib.parse.parse_qs(request.query).get("token", [""])[0]
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 class HttpRouter:

@@ -6,7 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._http import HttpResponse
+from ._http import HttpResponse, bearer_token_matches, peer_is_loopback
 from .brokers._base import BrokerState
 
 if TYPE_CHECKING:
@@ -50,7 +50,13 @@ def healthz(app: App, _request: Request) -> HttpResponse:
     return HttpResponse(200, json.dumps(body) + "\n", "application/json")
 
 
-def metrics(app: App, _request: Request) -> HttpResponse:
+def metrics(app: App, request: Request) -> HttpResponse:
+    """``/metrics``: with ``App(metrics_token=...)`` for whoever sends it (``Authorization:
+    Bearer``, or ``?token=``), else only for peers on this machine; 403 otherwise."""
+    token = app.metrics_token
+    allowed = bearer_token_matches(request, token) if token is not None else peer_is_loopback()
+    if not allowed:
+        return HttpResponse(403, "forbidden\n")
     return HttpResponse(200, metrics_text(app), "text/plain; version=0.0.4; charset=utf-8")
 
 

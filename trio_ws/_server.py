@@ -37,7 +37,7 @@ import trio
 from ._admission import Admission, address_key
 from ._config import ServerConfig
 from ._connection import ConnectionClosed, WebSocketConnection
-from ._http import HttpRouter
+from ._http import HttpRouter, current_peer
 from ._origins import OriginRule
 from ._transport import (
     SocketTransport,
@@ -634,6 +634,7 @@ class Server:
             return
         if not request.is_websocket:
             self._http_requests += 1
+            current_peer.set(remote)
             status, data = await self.router.respond(request)
             await self._reply_http(transport, status, data)
             return
@@ -681,7 +682,7 @@ class Server:
             conn.admit()
         self.connections.add(conn)
         self._connections_total += 1
-        log.info("#%d open %s %s", conn.id, remote, request.target)
+        log.info("#%d open %s %s", conn.id, remote, request.path)  # no query: it may hold a token
         try:
             if handshake.trailing_data:
                 conn.feed(handshake.trailing_data)

@@ -6,16 +6,16 @@ snapshots and their ``time``, so a late or slow viewer never skews them.
 
 from __future__ import annotations
 
-import hmac
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._connection import ConnectionClosed, WebSocketConnection
+from ._connection import ConnectionClosed, WebSocketConnection, dumps
+from ._http import bearer_token_matches, peer_is_loopback
 from .protocol._errors import CloseCode
+from .protocol._frames import Opcode, encode_frame
 
 if TYPE_CHECKING:
     from ._app import App
@@ -57,42 +57,94 @@ def snapshot(app: App) -> dict[str, Any]:
     return body
 
 
+MAX_VIEWERS = 16
+"""Viewers one stats stream serves at once; more are closed with 1013."""
+
+
+class StatsFeed:
+    """One snapshot per interval, encoded once, written to every viewer without waiting.
+
+    A snapshot costs O(connections + queues); computing it once per interval, not once
+    per viewer, keeps a crowd of viewers from loading the server. A viewer that does not
+    keep up (more than its write buffer waiting) is closed (1013).
+    """
+
+    def __init__(self, app: App, *, interval: float, max_viewers: int) -> None:
+        self.app = app
+        self.interval = interval
+        self.max_viewers = max_viewers
+        self.viewers: set[WebSocketConnection] = set()
+        self.snapshots = 0
+        self._frame: bytes | None = None
+
+    async def run(self) -> None:
+        while True:
+            if self.viewers:
+                self._publish()
+            await trio.sleep(self.interval)
+
+    def _publish(self) -> None:
+        self.snapshots += 1
+        self._frame = encode_frame(Opcode.TEXT, dumps(snapshot(self.app)).encode())
+        for conn in list(self.viewers):
+            self._send(conn, self._frame)
+
+    def _send(self, conn: WebSocketConnection, frame: bytes) -> None:
+        try:
+            if conn.pending_size > conn.write_buffer_size:
+                self.viewers.discard(conn)
+                conn.close_nowait(CloseCode.TRY_AGAIN_LATER, "too slow for the stats stream")
+                return
+            if not conn.send_frames_nowait(frame):
+                conn._drain_soon()
+        except ConnectionClosed:
+            self.viewers.discard(conn)
+
+    async def serve_viewer(self, conn: WebSocketConnection) -> None:
+        if len(self.viewers) >= self.max_viewers:
+            await conn.aclose(CloseCode.TRY_AGAIN_LATER, "too many viewers")
+            return
+        self.viewers.add(conn)
+        try:
+            if self._frame is None:
+                self._publish()
+            else:
+                self._send(conn, self._frame)
+            async for _ in conn:  # pings and the close are answered; input is ignored
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            self.viewers.discard(conn)
+
+
 def stats_endpoint(
-    app: App, *, interval: float = 1.0, token: str | None = None
+    app: App,
+    *,
+    interval: float = 1.0,
+    token: str | None = None,
+    max_viewers: int = MAX_VIEWERS,
 ) -> Callable[[WebSocketConnection], Any]:
     """A raw WebSocket handler streaming :func:`snapshot` every ``interval`` seconds.
 
-    With ``token`` set, the connection URL must carry ``?token=<token>`` (else close 1008).
+    With ``token`` set, the connection URL must carry ``?token=<token>`` (or an
+    ``Authorization: Bearer`` header); without one, only peers on this machine (loopback)
+    are served. Others are closed with 1008. The feed runs as a background job of ``app``.
     """
+    feed = StatsFeed(app, interval=interval, max_viewers=max_viewers)
+    app.background(feed.run)
 
     async def stream_stats(conn: WebSocketConnection) -> None:
-        if token is not None and not _token_matches(conn, token):
-            await conn.aclose(CloseCode.POLICY_VIOLATION, "a valid token is required")
+        request = conn.request
+        if token is not None:
+            allowed = request is not None and bearer_token_matches(request, token)
+        else:
+            allowed = peer_is_loopback(conn.remote)
+        if not allowed:
+            reason = "a valid token is required" if token else "only served to this machine"
+            await conn.aclose(CloseCode.POLICY_VIOLATION, reason)
             return
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain_incoming, conn, nursery.cancel_scope)
-            while True:
-                try:
-                    await conn.send(snapshot(app))
-                except ConnectionClosed:
-                    break
-                await trio.sleep(interval)
-            nursery.cancel_scope.cancel()
+        await feed.serve_viewer(conn)
 
+    stream_stats.feed = feed  # type: ignore[attr-defined]
     return stream_stats
-
-
-async def _drain_incoming(conn: WebSocketConnection, scope: trio.CancelScope) -> None:
-    """Read (and ignore) what the viewer sends, so pings and the close are answered."""
-    try:
-        async for _ in conn:
-            pass
-    except ConnectionClosed:
-        pass
-    scope.cancel()
-
-
-def _token_matches(conn: WebSocketConnection, token: str) -> bool:
-    query = urllib.parse.parse_qs(conn.request.query if conn.request else "")
-    given = query.get("token", [""])[0]
-    return hmac.compare_digest(given.encode(), token.encode())

@@ -87,6 +87,7 @@ def create_app(
         ws_path="/ws",
         broker=broker,
         queue_defaults=QueueOptions(history=HISTORY, max_history_bytes=256 << 10),
+        metrics_token=dashboard_token,  # one token for the dashboard's stream and /metrics
     )
     for path, name in _STATIC.items():
         app.router.add(path, static_resource(_PACKAGE, name))

@@ -95,7 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable; '*' allows any)",
     )
     parser.add_argument(
-        "--dashboard-token", metavar="TOKEN", help="require ?token=TOKEN for the dashboard's stream"
+        "--dashboard-token",
+        metavar="TOKEN",
+        help="require TOKEN for the dashboard's stream (?token=) and /metrics (Authorization: "
+        "Bearer); without one, both answer only this machine",
     )
     parser.add_argument(
         "--rate-limit",
