@@ -435,6 +435,34 @@ def count_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+# The server's keepalive Ping carries b"keepalive" (trio_ws/_server.py): 2 header bytes
+# plus the payload from us, 2 header bytes, a 4-byte mask and the payload in the Pong back.
+KEEPALIVE_PING_SIZE = 2 + len(b"keepalive")
+KEEPALIVE_PONG_SIZE = 6 + len(b"keepalive")
+
+
+def keepalive_exchanges(
+    before: trio_ws.ServerStatistics, after: trio_ws.ServerStatistics
+) -> tuple[int, int]:
+    """``(pings, pongs)``: the keepalive frames between two snapshots of a server whose
+    clients sent and received nothing else meanwhile (everything else fails the count)."""
+    sent = after.bytes_out - before.bytes_out
+    received = after.bytes_in - before.bytes_in
+    assert sent % KEEPALIVE_PING_SIZE == 0, f"{sent} bytes out are not all pings"
+    assert received % KEEPALIVE_PONG_SIZE == 0, f"{received} bytes in are not all pongs"
+    return sent // KEEPALIVE_PING_SIZE, received // KEEPALIVE_PONG_SIZE
+
+
+def assert_pinged_and_answered(
+    before: trio_ws.ServerStatistics, after: trio_ws.ServerStatistics
+) -> None:
+    """Pings went out while the client idled, and it answered them (the last one may
+    still be on its way back)."""
+    pings, pongs = keepalive_exchanges(before, after)
+    assert pings >= 2, f"{pings} keepalive pings"
+    assert pings - 1 <= pongs <= pings, f"{pongs} pongs for {pings} pings"
+
+
 async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:
     """Poll ``predicate`` until it holds; fail after ``within`` seconds.
 

@@ -20,6 +20,7 @@ from trio_ws import ConnectionClosed, HandshakeFailed, Server, ServerConfig
 
 from .conftest import (
     RawClient,
+    assert_pinged_and_answered,
     assert_quiet,
     body_of,
     client_frame,
@@ -491,8 +492,10 @@ async def test_keepalive_keeps_a_live_client() -> None:
     with trio.fail_after(5):
         async with running(app) as address, logged_in(address, "alive") as conn:
             # Our client answers pings while it is in receive().
+            before = app.server.statistics()
             with trio.move_on_after(0.5):
                 await conn.receive()
+            assert_pinged_and_answered(before, app.server.statistics())
             await conn.send({"type": "ping"})
             assert await receive_json(conn) == {"type": "pong"}
 
