@@ -356,11 +356,20 @@ def test_invalid_prefix_at_the_end_of_a_fragment_fails_at_once(prefix: bytes) ->
 
 
 @pytest.mark.parametrize(
-    "prefix", [b"\xe2\x82", b"\xf0\x9f", b"\xf0\x9f\x98", b"\xed\x9f", b"\xe2"]
+    ("prefix", "char"),
+    [
+        (b"\xe2\x82", "\u20ac"),
+        (b"\xf0\x9f", "\U0001f600"),
+        (b"\xf0\x9f\x98", "\U0001f600"),
+        (b"\xed\x9f", "\ud7ff"),
+        (b"\xe2", "\u20ac"),
+    ],
 )
-def test_valid_prefix_at_the_end_of_a_fragment_is_kept(prefix: bytes) -> None:
+def test_valid_prefix_at_the_end_of_a_fragment_is_kept(prefix: bytes, char: str) -> None:
     proto = server()
     assert feed(proto, raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False)) == []
+    rest = char.encode()[len(prefix) :]
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, rest)) == [TextMessage("ok" + char)]
 
 
 def test_invalid_utf8_in_first_fragment() -> None:
