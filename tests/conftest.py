@@ -1,9 +1,11 @@
 """Fixtures and helpers shared by the Trio and end-to-end tests.
 
 ``running()`` serves an :class:`~trio_ws.App` or :class:`~trio_ws.Server` on a free
-loopback port for the length of a block. The raw helpers speak bytes over a real socket
-(hand-made handshakes, frames, half-written frames) where a well-behaved client library
-would not let a test misbehave.
+loopback port for the length of a block. Every test has a time limit (pytest-timeout's
+``timeout`` in pyproject.toml); a Trio test that overstays it is cancelled inside its own
+``trio.run`` and fails with the stacks of the tasks that were waiting. The raw helpers
+speak bytes over a real socket (hand-made handshakes, frames, half-written frames) where a
+well-behaved client library would not let a test misbehave.
 """
 
 from __future__ import annotations
@@ -15,16 +17,113 @@ import logging
 import os
 import socket
 import struct
+import threading
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
+import pytest_trio
 import trio
+import trio.testing
 
 import trio_ws
 from trio_ws.demo.app import create_app
 from trio_ws.testing import MemoryListener
+
+# ---------------------------------------------------------------------------------------
+# A time limit for every test
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """Trio tests keep pytest-timeout's limit but not its SIGALRM, which would raise
+    inside Trio's run loop and break every test after it; they get a watchdog instead."""
+    if not _watched(item):
+        return None  # pytest-timeout's own timer
+    item.add_marker(pytest.mark.trio(run=partial(_run_with_watchdog, settings.timeout)), False)
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
+    return True if _watched(item) else None
+
+
+def _watched(item: pytest.Item) -> bool:
+    """A Trio test whose ``trio.run`` the marker chooses (pytest-trio runs the inner test
+    of a Hypothesis one with plain ``trio.run``: those keep SIGALRM)."""
+    obj = getattr(item, "obj", None)
+    return item.get_closest_marker("trio") is not None and not hasattr(obj, "hypothesis")
+
+
+# On a virtual clock (``autojump_clock``) a test that waits for something that never comes
+# would jump from deadline to deadline, or just sit: it fails at this virtual time instead.
+# The longest test walks through about 200 virtual seconds.
+VIRTUAL_TIMEOUT = 3600.0
+
+
+def _run_with_watchdog(timeout: float, afn: Callable[[], Awaitable[Any]], **kwargs: Any) -> Any:
+    """``trio.run(afn)``, cancelled after ``timeout`` seconds of real time (and, on a
+    virtual clock, after ``VIRTUAL_TIMEOUT`` seconds of virtual time)."""
+    __tracebackhide__ = True
+
+    async def watched() -> Any:
+        __tracebackhide__ = True
+        token = trio.lowlevel.current_trio_token()
+        expired: list[str] = []
+
+        def expire(limit: str) -> None:
+            if not expired:
+                expired.append(limit)
+                expired.extend(_task_stacks())
+                scope.cancel()
+
+        async def virtual_watch() -> None:
+            await trio.sleep(VIRTUAL_TIMEOUT)
+            expire(f"{VIRTUAL_TIMEOUT}s of virtual time")
+
+        with trio.CancelScope() as scope:
+            timer = threading.Timer(timeout, token.run_sync_soon, (expire, f"{timeout}s"))
+            timer.daemon = True
+            timer.start()
+            if isinstance(kwargs.get("clock"), trio.testing.MockClock):
+                trio.lowlevel.spawn_system_task(virtual_watch)
+            try:
+                return await afn()
+            finally:
+                timer.cancel()
+        limit, *stacks = expired
+        waiting = "\n".join(stacks)
+        pytest.fail(f"Timeout (>{limit}): cancelled; the tasks were waiting here:\n{waiting}")
+
+    return trio.run(watched, **kwargs)
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(module.__file__ or "") + os.sep for module in (trio, pytest_trio)
+)
+
+
+def _task_stacks() -> list[str]:
+    """Where every task of this run is waiting, innermost frame last."""
+    stacks = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        frames = [
+            (frame, lineno)
+            for frame, lineno in task.iter_await_frames()
+            if not frame.f_code.co_filename.startswith(_LIBRARY_DIRS)
+        ]
+        if frames:
+            summary = traceback.StackSummary.extract(frames)
+            stacks.append(f"task {task.name}:\n" + "".join(summary.format()))
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return stacks
+
 
 # ---------------------------------------------------------------------------------------
 # Serving
@@ -360,6 +459,34 @@ def count_tasks() -> int:
 
 def count_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+# The server's keepalive Ping carries b"keepalive" (trio_ws/_server.py): 2 header bytes
+# plus the payload from us, 2 header bytes, a 4-byte mask and the payload in the Pong back.
+KEEPALIVE_PING_SIZE = 2 + len(b"keepalive")
+KEEPALIVE_PONG_SIZE = 6 + len(b"keepalive")
+
+
+def keepalive_exchanges(
+    before: trio_ws.ServerStatistics, after: trio_ws.ServerStatistics
+) -> tuple[int, int]:
+    """``(pings, pongs)``: the keepalive frames between two snapshots of a server whose
+    clients sent and received nothing else meanwhile (everything else fails the count)."""
+    sent = after.bytes_out - before.bytes_out
+    received = after.bytes_in - before.bytes_in
+    assert sent % KEEPALIVE_PING_SIZE == 0, f"{sent} bytes out are not all pings"
+    assert received % KEEPALIVE_PONG_SIZE == 0, f"{received} bytes in are not all pongs"
+    return sent // KEEPALIVE_PING_SIZE, received // KEEPALIVE_PONG_SIZE
+
+
+def assert_pinged_and_answered(
+    before: trio_ws.ServerStatistics, after: trio_ws.ServerStatistics
+) -> None:
+    """Pings went out while the client idled, and it answered them (the last one may
+    still be on its way back)."""
+    pings, pongs = keepalive_exchanges(before, after)
+    assert pings >= 2, f"{pings} keepalive pings"
+    assert pings - 1 <= pongs <= pings, f"{pongs} pongs for {pings} pings"
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:

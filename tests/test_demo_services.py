@@ -12,7 +12,7 @@ from websockets.trio.client import connect as ws_connect
 import trio_ws
 from trio_ws.demo.app import create_app
 
-from .conftest import logged_in, receive_json, running
+from .conftest import logged_in, receive_json, running, wait_until
 
 
 async def request(conn: trio_ws.WebSocketConnection, message: dict[str, Any]) -> dict[str, Any]:
@@ -172,27 +172,81 @@ async def test_bad_grouped_and_streamed_messages(
             assert await request(conn, {"type": "ping"}) == {"type": "pong"}
 
 
-async def test_takeover_inherits_subscriptions() -> None:
+async def takeover_of_a_stalled_subscriber() -> tuple[list[int], list[dict[str, Any]], int]:
+    """Roamer subscribes to g3 and stops reading while Pub publishes, until messages wait
+    for it on the server; a new connection takes the name over; Pub publishes once more.
+
+    Returns the seqs the old connection got before its 1008, everything the new one got
+    up to the last seq, and that seq.
+    """
     app = create_app(ticks_per_second=20)
     app.on_name_conflict = "takeover"
     app.login = lambda request: trio_ws.LoginAccepted(request.message["name"], authenticated=True)
-    with trio.fail_after(10):
-        async with running(app) as address, logged_in(address, "Pub") as pub:
-            async with logged_in(address, "Roamer") as old:
-                await request(old, grouped("subscribe", "g3"))
-                await pub.send(grouped("publish", "g3", text="1"))
-                assert (await receive_json(old))["seq"] == 1
-                async with logged_in(address, "Roamer") as new:
-                    with pytest.raises(trio_ws.ConnectionClosed) as closed:
-                        await old.receive()
-                    assert closed.value.code == 1008
-                    await pub.send(grouped("publish", "g3", text="2"))
-                    assert (await receive_json(new))["seq"] == 2
-                    assert await request(pub, grouped("members", "g3")) == {
-                        "type": "members",
-                        "group": "g3",
-                        "names": ["Roamer"],
-                    }
+    filler = "x" * 60_000
+    async with running(app) as address, logged_in(address, "Pub") as pub:
+        async with logged_in(address, "Roamer", compression=False) as old:
+            await request(old, grouped("subscribe", "g3"))
+            first = app.clients.get("Roamer")
+            assert first is not None
+            replaced = first.connection
+            # The socket to the old connection fills up, then messages wait in its buffer.
+            last = 0
+            while app.hub.statistics().buffered < 3:
+                assert last < 1000, "the old connection never filled up"
+                last += 1
+                await pub.send(grouped("publish", "g3", text=filler))
+                await request(pub, {"type": "ping"})
+            old_seqs: list[int] = []
+            old_closed: list[int] = []
+
+            async def read_old() -> None:
+                while True:
+                    try:
+                        old_seqs.append((await receive_json(old))["seq"])
+                    except trio_ws.ConnectionClosed as exc:
+                        old_closed.append(exc.code)
+                        return
+
+            async with (
+                trio.open_nursery() as nursery,
+                trio_ws.connect(f"ws://{address}/ws", compression=False) as new,
+            ):
+                await new.send({"type": "login", "name": "Roamer"})
+                await wait_until(lambda: first.connection is not replaced)
+                nursery.start_soon(read_old)  # the old one is closed behind what it owes
+                received = [await receive_json(new)]
+                while received[-1]["type"] != "welcome":
+                    received.append(await receive_json(new))
+                assert await request(pub, grouped("members", "g3")) == {
+                    "type": "members",
+                    "group": "g3",
+                    "names": ["Roamer"],
+                }
+                await pub.send(grouped("publish", "g3", text="live"))
+                last += 1
+                while received[-1].get("seq") != last:
+                    received.append(await receive_json(new))
+    assert old_closed == [1008]
+    return old_seqs, received, last
+
+
+async def test_takeover_inherits_subscriptions() -> None:
+    with trio.fail_after(30):
+        old_seqs, received, last = await takeover_of_a_stalled_subscriber()
+    new_seqs = [m["seq"] for m in received if m["type"] == "grouped"]
+    assert [m for m in received if m["type"] != "grouped"] == [
+        {"type": "welcome", "name": "Roamer"}
+    ]
+    # Each message once, in order, across the two connections: what waited for the old
+    # one went to the new one.
+    assert old_seqs + new_seqs == list(range(1, last + 1))
+    assert len(new_seqs) >= 3
+
+
+async def test_takeover_welcome_comes_before_the_inherited_messages() -> None:
+    with trio.fail_after(30):
+        _old_seqs, received, _last = await takeover_of_a_stalled_subscriber()
+    assert received[0] == {"type": "welcome", "name": "Roamer"}
 
 
 async def test_grouped_with_a_websockets_client_and_compression(demo_address: Any) -> None:

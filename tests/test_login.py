@@ -9,6 +9,8 @@ import pytest
 import trio
 import trio.lowlevel
 
+import trio_ws
+from trio_ws import App
 from trio_ws._login import (
     NAME_RE,
     LoginAccepted,
@@ -22,6 +24,8 @@ from trio_ws._login import (
     unique_names,
     valid_name,
 )
+
+from .conftest import receive_json, running
 
 SECRET = b"s3cret-key-for-tests"
 NOW = 1_700_000_000.0
@@ -347,26 +351,24 @@ async def test_run_policy_can_be_cancelled() -> None:
     assert scope.cancelled_caught
 
 
-def test_login_request_carries_the_http_request() -> None:
-    try:
-        from trio_ws.protocol._handshake import Request
-    except ImportError:  # pragma: no cover - the handshake module is optional here
-        pytest.skip("no Request class")
-    http = Request(
-        method="GET",
-        target="/ws?room=1",
-        path="/ws",
-        query="room=1",
-        http_version="1.1",
-        headers=(("Host", "example.com"), ("Cookie", "session=abc")),
-        is_websocket=False,
-    )
+async def test_login_request_carries_the_http_request() -> None:
+    seen: list[tuple[str, str, str | None]] = []
 
     def by_cookie(request: LoginRequest) -> LoginResult:
         assert request.request is not None
+        seen.append((request.request.path, request.request.query, request.request.get("Cookie")))
         if request.request.get("Cookie") == "session=abc":
             return LoginAccepted("alice")
         return LoginRefused("unauthorized", "no session")
 
-    result = by_cookie(LoginRequest(message={"type": "login"}, request=http, peer=None))
-    assert result == LoginAccepted("alice")
+    app = App(login=by_cookie)
+    with trio.fail_after(5):
+        async with running(app) as address:
+            url = f"ws://{address}/ws?room=1"
+            async with trio_ws.connect(url, headers=[("Cookie", "session=abc")]) as conn:
+                await conn.send({"type": "login"})
+                assert await receive_json(conn) == {"type": "welcome", "name": "alice"}
+            async with trio_ws.connect(url) as conn:
+                await conn.send({"type": "login"})
+                assert (await receive_json(conn))["code"] == "unauthorized"
+    assert seen == [("/ws", "room=1", "session=abc"), ("/ws", "room=1", None)]

@@ -13,6 +13,7 @@ from trio_ws._queue_model import (
     OVERFLOW,
     Gap,
     History,
+    Lane,
     Message,
     QueueError,
     RateLimiter,
@@ -45,6 +46,20 @@ def test_bad_queue_names(name: object) -> None:
     with pytest.raises(QueueError) as info:
         check_queue_name(name)
     assert info.value.code == "bad_group"
+    assert str(info.value) == info.value.message
+    assert info.value.message == "group names are 1-64 characters of A-Z a-z 0-9 _ . -"
+
+
+def test_a_message_starts_live_with_nothing_cached() -> None:
+    message = Message(7, b"frame")
+    assert (message.payload, message.opcode, message.key, message.time) == (b"", 1, None, 0.0)
+    assert message.retracted is False
+    assert message.compressed is None
+    assert repr(message) == "<Message 7>"
+    message.retracted = True
+    assert repr(message) == "<Message 7 retracted>"
+    given = Message(8, b"f", payload=b"p", opcode=2, key="k", time=3.0)
+    assert (given.payload, given.opcode, given.key, given.time) == (b"p", 2, "k", 3.0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,6 +80,39 @@ def test_replay_at_the_edge_of_history() -> None:
     gap, messages = history.replay(15)
     assert gap is None
     assert seqs(messages) == list(range(16, 26))
+
+
+def test_replay_of_the_last_message_alone() -> None:
+    history = History(10)
+    publish(history, 25)
+    assert seqs(history.replay(24)[1]) == [25]
+
+
+def test_a_gap_of_one_message() -> None:
+    history = History(2)
+    publish(history, 5)  # keeps 4 and 5
+    gap, messages = history.replay(2)
+    assert gap == Gap(3, 3)
+    assert seqs(messages) == [4, 5]
+
+
+def test_history_defaults_and_limits() -> None:
+    assert History().size == 100
+    assert History().ttl is None
+    with pytest.raises(ValueError, match=r"^history must be >= 0, not -1$"):
+        History(-1)
+    for ttl in (0, -1.0):
+        with pytest.raises(ValueError, match=rf"^ttl must be positive or None, not {ttl}$"):
+            History(ttl=ttl)
+    assert History(ttl=0.5).ttl == 0.5
+
+
+def test_a_history_of_one_keeps_the_last_message() -> None:
+    history = History(1)
+    publish(history, 2)
+    gap, messages = history.replay(0)
+    assert gap == Gap(1, 1)
+    assert seqs(messages) == [2]
 
 
 def test_replay_beyond_history_starts_with_a_gap() -> None:
@@ -99,6 +147,19 @@ def test_ttl_expired_messages_are_not_replayed() -> None:
     assert history.replay(0, now=20.0) == (Gap(1, 5), [])
 
 
+def test_a_message_exactly_ttl_old_is_still_replayed() -> None:
+    history = History(10, ttl=5.0)
+    publish(history, 1, time=1.0)
+    assert seqs(history.replay(0, now=6.0)[1]) == [1]
+    assert history.replay(0, now=6.5) == (Gap(1, 1), [])
+
+
+def test_replay_is_at_time_zero_unless_told() -> None:
+    history = History(10, ttl=1.0)
+    publish(history, 1, time=-0.5)  # 0.5 s old at time 0
+    assert seqs(history.replay(0)[1]) == [1]
+
+
 def test_retract_kills_kept_messages_by_key() -> None:
     history = History(10)
     publish(history, 1, key="price")
@@ -117,6 +178,14 @@ def test_retract_forgets_messages_evicted_from_history() -> None:
     publish(history, 2)
     assert history.retract("k") == 0
     assert history._keyed == {}
+
+
+def test_retract_still_finds_the_kept_messages_of_a_key_partly_evicted() -> None:
+    history = History(2)
+    publish(history, 2, key="k")
+    publish(history, 1)  # evicts the first "k"; the second is kept
+    assert history.retract("k") == 1
+    assert [m.seq for m in history.replay(0)[1] if not m.retracted] == [3]
 
 
 def test_rate_limiter_token_bucket() -> None:
@@ -139,6 +208,59 @@ def test_rate_limiter_token_bucket() -> None:
 
 def msg(seq: int) -> Message:
     return Message(seq, b"m%d" % seq)
+
+
+def test_buffer_and_lane_defaults() -> None:
+    with pytest.raises(ValueError, match=r"^capacity must be positive, not 0$"):
+        SubscriberBuffer(0)
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q")
+    assert (lane.priority, lane.quota, lane.gap) == (0, None, None)
+    assert not lane
+    assert buffer.remove_lane("missing") is None
+    bare = Lane("q", priority=0, quota=None, order=1)
+    assert bare.gap is None
+    assert not bare
+
+
+def test_a_lane_holding_only_a_notice_is_waiting() -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", notices=[b"subscribed"])
+    assert lane
+    assert buffer
+
+
+def test_position_of_a_lane_without_a_gap() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", messages=[msg(3), msg(4)])
+    assert lane.position(4) == 2
+    buffer.take_round()
+    assert lane.position(4) == 4
+
+
+def test_size_counts_the_replays_of_every_lane() -> None:
+    buffer = SubscriberBuffer(10)
+    buffer.add_lane("a", messages=[msg(1)])
+    buffer.add_lane("b", messages=[msg(1), msg(2)])
+    assert buffer.size == 3
+
+
+def test_a_round_goes_on_past_a_lane_with_no_messages() -> None:
+    buffer = SubscriberBuffer(10)
+    buffer.add_lane("a", notices=[b"subscribed"])
+    b = buffer.add_lane("b")
+    buffer.offer(b, msg(1), "drop")
+    assert buffer.take_round() == [b"subscribed", msg_like(1)]
+
+
+def test_clear_forgets_every_lane() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("a", notices=[b"subscribed"], messages=[msg(1)])
+    buffer.offer(lane, msg(2), "drop")
+    buffer.clear()
+    assert (buffer.size, buffer.lanes) == (0, {})
+    assert not buffer
+    assert buffer.take_round() == []
 
 
 def test_drop_skips_ahead_with_an_exact_gap() -> None:

@@ -23,6 +23,7 @@ from trio_ws import ConnectionClosed, HandshakeFailed, Server, ServerConfig
 
 from .conftest import (
     RawClient,
+    assert_pinged_and_answered,
     assert_quiet,
     body_of,
     client_frame,
@@ -294,7 +295,8 @@ async def test_frames_in_the_same_segment_as_the_handshake() -> None:
             await raw.send(upgrade_request(address) + login + too_big)
             assert (await raw.read_head()).startswith(b"HTTP/1.1 101 ")
             # The connection failed as a whole: no welcome is owed after a protocol error.
-            assert await raw.read_close_code() == 1009
+            opcode, payload = await raw.read_frame()
+            assert (opcode, payload[:2]) == (0x8, (1009).to_bytes(2, "big"))
 
 
 async def test_origin_rules(demo: tuple[trio_ws.App, str]) -> None:
@@ -506,8 +508,10 @@ async def test_keepalive_keeps_a_live_client() -> None:
     with trio.fail_after(5):
         async with running(app) as address, logged_in(address, "alive") as conn:
             # Our client answers pings while it is in receive().
+            before = app.server.statistics()
             with trio.move_on_after(0.5):
                 await conn.receive()
+            assert_pinged_and_answered(before, app.server.statistics())
             await conn.send({"type": "ping"})
             assert await receive_json(conn) == {"type": "pong"}
 

@@ -178,6 +178,10 @@ class SessionDriver:
                 conn, session.login_failed("name_taken", f"the name {name!r} is taken")
             )
             return None
+        # The welcome goes out first: nothing of the client's queues may precede it.
+        conn.admit()
+        await self._perform(conn, session.login_succeeded(name))
+        log.info("#%d logged in as %r", conn.id, name)
         if old is not None and old.connection.closed is None:
             log.info("#%d takes over %r from #%d", conn.id, name, old.connection.id)
             previous = old.connection
@@ -187,18 +191,14 @@ class SessionDriver:
             if old.subscriber is not None:
                 # The new connection continues every queue where the old one stopped.
                 replaced = old.subscriber
-                old.subscriber = await app.hub.subscriber(conn, name)
+                old.subscriber = app.hub._new_subscriber(conn, name)
                 await app.hub.take_over(replaced, old.subscriber)
             await previous.send_close(CloseCode.POLICY_VIOLATION, "replaced by a new login")
-            client = old
-        else:
-            client = Client(name, conn)
-            app.clients._add(client)
-            if any(q.options.auto_subscribe for q in app.hub.queues.values()):
-                client.subscriber = await app.hub.subscriber(conn, name)
-        conn.admit()
-        await self._perform(conn, session.login_succeeded(name))
-        log.info("#%d logged in as %r", conn.id, name)
+            return old
+        client = Client(name, conn)
+        app.clients._add(client)
+        if any(q.options.auto_subscribe for q in app.hub.queues.values()):
+            client.subscriber = await app.hub.subscriber(conn, name)
         return client
 
     def displaced(self, name: str, owner: str) -> None:

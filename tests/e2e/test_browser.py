@@ -11,6 +11,7 @@ installs Debian's ``chromium``); nothing is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -209,6 +210,16 @@ def js(page: Page, expression: str) -> Any:
     return page.evaluate(expression)
 
 
+def record_frames(session: Session) -> list[dict[str, Any]]:
+    """Every message the page's WebSockets receive from now on, decoded, in order: what
+    the server sent, whatever the page then shows of it. Reported on Playwright calls."""
+    frames: list[dict[str, Any]] = []
+    session.page.on(
+        "websocket", lambda ws: ws.on("framereceived", lambda data: frames.append(json.loads(data)))
+    )
+    return frames
+
+
 # ---------------------------------------------------------------------------------------
 # The page
 
@@ -309,6 +320,7 @@ def members(session: Session) -> Any:
 
 def test_group_messages_and_presence(sessions: Any) -> None:
     alice, bob = sessions(), sessions()
+    to_bob = record_frames(bob)
     alice.login("Alice")
     bob.login("Bob")
     join(alice, "lobby")
@@ -336,10 +348,17 @@ def test_group_messages_and_presence(sessions: Any) -> None:
     bob.by_id("group-leave").click()
     expect(bob.page.locator("#group-list [data-group=lobby]")).to_have_count(0)
     expect(members(alice)).to_have_text(["Alice (you)"])
+    join(bob, "side")
     publish(alice, "anyone?")
     expect(alice.page.locator("#group-log [data-testid=group-item]")).to_have_count(3)
-    time.sleep(0.3)
-    expect(bob.page.locator("#group-log [data-testid=group-item]")).to_have_count(2)
+    after = "{type: 'grouped', action: 'publish', group: 'side', text: 'after'}"
+    js(alice.page, f"window.trioWsDemo.send({after})")
+    # Had Bob still been in the lobby, its lane (subscribed before side's) would have
+    # handed him "anyone?" no later than "after".
+    expect(bob.page.locator("#group-log [data-group=side]")).to_have_count(1)
+    left = to_bob.index({"type": "unsubscribed", "group": "lobby"})
+    assert [f for f in to_bob[left:] if f.get("group") == "lobby" and "seq" in f] == []
+    expect(bob.page.locator("#group-log [data-group=lobby]")).to_have_count(2)
 
 
 def stream_seq(session: Session) -> int:
@@ -356,6 +375,7 @@ def wait_stream_past(session: Session, seq: int, timeout: float = 10.0) -> int:
 
 def test_streamed_ticker(sessions: Any) -> None:
     alice = sessions()
+    to_alice = record_frames(alice)
     alice.login("Alice")
     alice.tab("streamed")
     alice.by_id("stream-subscribe").click()
@@ -377,8 +397,15 @@ def test_streamed_ticker(sessions: Any) -> None:
     alice.by_id("stream-unsubscribe").click()
     expect(alice.by_id("stream-state")).to_have_attribute("data-subscribed", "false")
     stopped = stream_seq(alice)
-    time.sleep(0.8)
+    # The server ticks on: two ticks after the last one shown, none has come.
+    queue = alice.server.app.hub.queues["stream"]
+    deadline = time.monotonic() + 10
+    while queue.seq < stopped + 2:
+        assert time.monotonic() < deadline, f"the stream stopped at #{queue.seq}"
+        time.sleep(0.05)
     assert stream_seq(alice) == stopped, "stream messages kept arriving after unsubscribe"
+    left = to_alice.index({"type": "unsubscribed", "group": "stream"})
+    assert [f for f in to_alice[left:] if f["type"] == "streamed"] == [], "the server sent more"
     assert stopped > seq - 1
 
 

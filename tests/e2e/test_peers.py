@@ -25,6 +25,7 @@ import trio_ws
 
 from ..conftest import (
     RawClient,
+    assert_pinged_and_answered,
     assert_quiet,
     demo_app,
     logged_in,
@@ -393,8 +394,10 @@ async def test_keepalive_spares_clients_that_answer(kind: str) -> None:
     with trio.fail_after(10):
         async with running(app) as address, open_peer(kind, address) as peer:
             await peer.login("alive")
+            before = app.server.statistics()
             with trio.move_on_after(0.5):
                 await peer.recv()  # the libraries answer pings while reading
+            assert_pinged_and_answered(before, app.server.statistics())
             await peer.send({"type": "ping"})
             assert await peer.recv_json() == {"type": "pong"}
 

@@ -16,6 +16,7 @@ from websockets.trio.client import connect as websockets_connect
 import trio_ws
 
 from ..conftest import (
+    assert_pinged_and_answered,
     count_fds,
     demo_app,
     expect_closed,
@@ -184,8 +185,10 @@ async def test_keepalive_over_tls_spares_a_client_that_answers(
             async with trio_ws.connect(f"wss://{address}/ws", ssl_context=client_context) as conn:
                 await conn.send({"type": "login", "name": "alive"})
                 assert json.loads(await conn.receive())["type"] == "welcome"
+                before = app.server.statistics()
                 with trio.move_on_after(0.5):
                     await conn.receive()  # answers the pings meanwhile
+                assert_pinged_and_answered(before, app.server.statistics())
                 assert conn.closed is None
                 await conn.send({"type": "ping"})
                 assert json.loads(await conn.receive()) == {"type": "pong"}

@@ -52,12 +52,17 @@ def feed(proto: WebSocketProtocol, *frames: bytes) -> list[Event]:
     return proto.events_received()
 
 
-def assert_fails(proto: WebSocketProtocol, data: bytes, code: int) -> RemoteProtocolError:
-    """Feed ``data``; check the error, the Close frame queued for it, the state, stickiness."""
+def assert_fails(
+    proto: WebSocketProtocol, data: bytes, code: int, *, reason: str | None = None
+) -> RemoteProtocolError:
+    """Feed ``data``; check the error (and its ``reason``, the text the peer gets), the
+    Close frame queued for it, the state, stickiness."""
     with pytest.raises(RemoteProtocolError) as exc_info:
         proto.receive_data(data)
     error = exc_info.value
     assert error.close_code == code
+    if reason is not None:
+        assert error.reason == reason
     assert proto.state is ConnectionState.CLOSED
     frames = sent_frames(proto)
     assert [f.opcode for f in frames] == [Opcode.CLOSE]
@@ -264,13 +269,54 @@ SERVER_PROTOCOL_ERRORS = [
 ]
 
 
+# What each error tells the peer, in its Close frame: by the ids of the cases above and below.
+_RESERVED_BITS = "reserved bits set without an extension that defines them"
+_CONTROL_OVER_125 = "control frame payload over 125 bytes"
+_NEW_DATA_FRAME = "new data frame before the previous message ended"
+_CONTINUATION = "continuation frame without a message to continue"
+PROTOCOL_ERROR_REASONS = {
+    "rsv1": _RESERVED_BITS,
+    "rsv2": _RESERVED_BITS,
+    "rsv3": _RESERVED_BITS,
+    "rsv1-without-deflate": _RESERVED_BITS,
+    **{
+        f"reserved-opcode-{op:#x}": f"reserved opcode {op:#x}"
+        for op in (*range(3, 8), *range(11, 16))
+    },
+    "opcode-3": "reserved opcode 0x3",
+    "opcode-f": "reserved opcode 0xf",
+    "unmasked-client-frame": "client frame not masked",
+    "control-126": _CONTROL_OVER_125,
+    "control-126-16-bit-marker": _CONTROL_OVER_125,
+    "control-16-bit-form-len-0": _CONTROL_OVER_125,
+    "control-64-bit-form": _CONTROL_OVER_125,
+    "close-64-bit-form": _CONTROL_OVER_125,
+    "fragmented-control": "fragmented control frame",
+    "fragmented-ping": "fragmented control frame",
+    "fragmented-close": "fragmented control frame",
+    "64-bit-length-msb": "64-bit payload length with the most significant bit set",
+    "continuation": _CONTINUATION,
+    "continuation-without-start": _CONTINUATION,
+    "new-text-during-fragmented-message": _NEW_DATA_FRAME,
+    "new-binary-during-fragmented-message": _NEW_DATA_FRAME,
+    "new-fragment-during-fragmented-message": _NEW_DATA_FRAME,
+    "close-1-byte-payload": "close frame with a 1-byte payload",
+}
+
+
 @pytest.mark.parametrize("data", SERVER_PROTOCOL_ERRORS)
-def test_server_protocol_errors(data: bytes) -> None:
-    assert_fails(server(), data, CloseCode.PROTOCOL_ERROR)
+def test_server_protocol_errors(data: bytes, request: pytest.FixtureRequest) -> None:
+    reason = PROTOCOL_ERROR_REASONS[request.node.callspec.id]
+    assert_fails(server(), data, CloseCode.PROTOCOL_ERROR, reason=reason)
 
 
 def test_client_rejects_masked_server_frame() -> None:
-    assert_fails(client(), raw_frame(Opcode.TEXT, b"Hello"), CloseCode.PROTOCOL_ERROR)
+    assert_fails(
+        client(),
+        raw_frame(Opcode.TEXT, b"Hello"),
+        CloseCode.PROTOCOL_ERROR,
+        reason="server frame masked",
+    )
 
 
 @pytest.mark.parametrize(
@@ -285,16 +331,19 @@ def test_client_rejects_masked_server_frame() -> None:
         pytest.param(raw_frame(Opcode.CONTINUATION, b"x", mask=None), id="continuation"),
     ],
 )
-def test_client_protocol_errors(data: bytes) -> None:
+def test_client_protocol_errors(data: bytes, request: pytest.FixtureRequest) -> None:
     """A failing client also queues its Close, masked as every client frame."""
-    assert_fails(client(), data, CloseCode.PROTOCOL_ERROR)
+    reason = PROTOCOL_ERROR_REASONS[request.node.callspec.id]
+    assert_fails(client(), data, CloseCode.PROTOCOL_ERROR, reason=reason)
 
 
 @pytest.mark.parametrize("length_form", [126, 127])
 def test_control_frame_length_checked_from_the_first_two_bytes(length_form: int) -> None:
     proto = server()
     data = raw_frame(Opcode.PING, b"", length_form=length_form)
-    assert_fails(proto, data[:2], CloseCode.PROTOCOL_ERROR)
+    assert_fails(
+        proto, data[:2], CloseCode.PROTOCOL_ERROR, reason="control frame payload over 125 bytes"
+    )
 
 
 def test_rsv1_on_control_frame_with_deflate() -> None:
@@ -302,6 +351,7 @@ def test_rsv1_on_control_frame_with_deflate() -> None:
         server(deflate=PerMessageDeflate()),
         raw_frame(Opcode.PING, b"", rsv1=True),
         CloseCode.PROTOCOL_ERROR,
+        reason="RSV1 set on a control frame",
     )
 
 
@@ -309,18 +359,33 @@ def test_rsv1_on_continuation_frame_with_deflate() -> None:
     proto = server(deflate=PerMessageDeflate())
     first = raw_frame(Opcode.BINARY, b"a", fin=False)
     assert feed(proto, first) == []
-    assert_fails(proto, raw_frame(Opcode.CONTINUATION, b"b", rsv1=True), CloseCode.PROTOCOL_ERROR)
+    assert_fails(
+        proto,
+        raw_frame(Opcode.CONTINUATION, b"b", rsv1=True),
+        CloseCode.PROTOCOL_ERROR,
+        reason="RSV1 set on a continuation frame",
+    )
 
 
 # ---------------------------------------------------------------- errors: UTF-8
 
 
 def test_invalid_utf8_single_text_frame() -> None:
-    assert_fails(server(), raw_frame(Opcode.TEXT, b"ok\xff"), CloseCode.INVALID_DATA)
+    assert_fails(
+        server(),
+        raw_frame(Opcode.TEXT, b"ok\xff"),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
+    )
 
 
 def test_invalid_utf8_single_text_frame_to_client() -> None:
-    assert_fails(client(), raw_frame(Opcode.TEXT, b"\xc0\xaf", mask=None), CloseCode.INVALID_DATA)
+    assert_fails(
+        client(),
+        raw_frame(Opcode.TEXT, b"\xc0\xaf", mask=None),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
+    )
 
 
 @pytest.mark.parametrize(
@@ -336,7 +401,12 @@ def test_invalid_utf8_mid_message_fails_before_the_final_fragment(bad: bytes) ->
     proto = server()
     assert feed(proto, raw_frame(Opcode.TEXT, "héllo".encode(), fin=False)) == []
     # The bad fragment is not final: the error must come now, not with the last fragment.
-    assert_fails(proto, raw_frame(Opcode.CONTINUATION, bad, fin=False), CloseCode.INVALID_DATA)
+    assert_fails(
+        proto,
+        raw_frame(Opcode.CONTINUATION, bad, fin=False),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
+    )
 
 
 @pytest.mark.parametrize(
@@ -351,26 +421,48 @@ def test_invalid_utf8_mid_message_fails_before_the_final_fragment(bad: bytes) ->
 def test_invalid_prefix_at_the_end_of_a_fragment_fails_at_once(prefix: bytes) -> None:
     # The decoder holds an incomplete sequence back; these prefixes can never become valid.
     assert_fails(
-        server(), raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False), CloseCode.INVALID_DATA
+        server(),
+        raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
     )
 
 
 @pytest.mark.parametrize(
-    "prefix", [b"\xe2\x82", b"\xf0\x9f", b"\xf0\x9f\x98", b"\xed\x9f", b"\xe2"]
+    ("prefix", "char"),
+    [
+        (b"\xe2\x82", "\u20ac"),
+        (b"\xf0\x9f", "\U0001f600"),
+        (b"\xf0\x9f\x98", "\U0001f600"),
+        (b"\xed\x9f", "\ud7ff"),
+        (b"\xe2", "\u20ac"),
+    ],
 )
-def test_valid_prefix_at_the_end_of_a_fragment_is_kept(prefix: bytes) -> None:
+def test_valid_prefix_at_the_end_of_a_fragment_is_kept(prefix: bytes, char: str) -> None:
     proto = server()
     assert feed(proto, raw_frame(Opcode.TEXT, b"ok" + prefix, fin=False)) == []
+    rest = char.encode()[len(prefix) :]
+    assert feed(proto, raw_frame(Opcode.CONTINUATION, rest)) == [TextMessage("ok" + char)]
 
 
 def test_invalid_utf8_in_first_fragment() -> None:
-    assert_fails(server(), raw_frame(Opcode.TEXT, b"\xff", fin=False), CloseCode.INVALID_DATA)
+    assert_fails(
+        server(),
+        raw_frame(Opcode.TEXT, b"\xff", fin=False),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
+    )
 
 
 def test_truncated_utf8_at_the_end_of_a_message() -> None:
     proto = server()
     assert feed(proto, raw_frame(Opcode.TEXT, b"a\xe2", fin=False)) == []
-    assert_fails(proto, raw_frame(Opcode.CONTINUATION, b"\x82"), CloseCode.INVALID_DATA)
+    assert_fails(
+        proto,
+        raw_frame(Opcode.CONTINUATION, b"\x82"),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
+    )
 
 
 def test_binary_messages_are_not_utf8_checked() -> None:
@@ -387,7 +479,8 @@ VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, *range(1007, 1015), 3000, 4000, 499
 
 @pytest.mark.parametrize("code", INVALID_CLOSE_CODES)
 def test_invalid_close_code_received(code: int) -> None:
-    assert_fails(server(), raw_frame(Opcode.CLOSE, close_payload(code)), CloseCode.PROTOCOL_ERROR)
+    data = raw_frame(Opcode.CLOSE, close_payload(code))
+    assert_fails(server(), data, CloseCode.PROTOCOL_ERROR, reason=f"invalid close code {code}")
 
 
 @pytest.mark.parametrize("code", VALID_CLOSE_CODES)
@@ -411,7 +504,10 @@ def test_valid_close_code_echoed_by_client(code: int) -> None:
 
 def test_invalid_utf8_close_reason() -> None:
     assert_fails(
-        server(), raw_frame(Opcode.CLOSE, close_payload(1000, b"\xff")), CloseCode.INVALID_DATA
+        server(),
+        raw_frame(Opcode.CLOSE, close_payload(1000, b"\xff")),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in the close reason",
     )
 
 
@@ -430,23 +526,43 @@ def test_single_frame_too_big_detected_from_the_header_alone() -> None:
     frame = raw_frame(Opcode.BINARY, b"x" * 1001)
     header = frame[:4]  # 82 fe 03 e9: opcode, mask bit and the 16-bit length, no key yet
     assert header == bytes.fromhex("82fe03e9")
-    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        header,
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 1001 bytes exceeds the 1000-byte limit",
+    )
 
 
 def test_single_frame_too_big_7_bit_length() -> None:
     proto = server(max_message_size=10)
-    assert_fails(proto, raw_frame(Opcode.TEXT, b"x" * 11)[:2], CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        raw_frame(Opcode.TEXT, b"x" * 11)[:2],
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 11 bytes exceeds the 10-byte limit",
+    )
 
 
 def test_huge_64_bit_frame_refused_from_the_header() -> None:
     proto = server()
-    assert_fails(proto, raw_frame(Opcode.BINARY, length=1 << 40)[:10], CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        raw_frame(Opcode.BINARY, length=1 << 40)[:10],
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 1099511627776 bytes exceeds the 1048576-byte limit",
+    )
 
 
 def test_client_refuses_frame_too_big() -> None:
     proto = client(max_message_size=100)
     header = raw_frame(Opcode.BINARY, b"x" * 101, mask=None)[:4]
-    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        header,
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 101 bytes exceeds the 100-byte limit",
+    )
 
 
 def test_message_exactly_at_the_limit_is_accepted() -> None:
@@ -467,7 +583,12 @@ def test_fragments_adding_up_beyond_the_limit(opcode: int) -> None:
     assert feed(proto, raw_frame(Opcode.CONTINUATION, b"b" * 300, fin=False)) == []
     # 100 bytes left: the next header announcing 101 is refused before its payload arrives.
     header = raw_frame(Opcode.CONTINUATION, b"c" * 101)[:2]
-    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        header,
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 101 bytes exceeds the 100-byte limit",
+    )
 
 
 def test_limit_is_restored_after_a_fragmented_message() -> None:
@@ -502,7 +623,12 @@ def test_max_message_size_none_is_unlimited() -> None:
 def test_default_limit_applies() -> None:
     proto = server()
     header = raw_frame(Opcode.BINARY, length=DEFAULT_MAX_MESSAGE_SIZE + 1)[:10]
-    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        header,
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 1048577 bytes exceeds the 1048576-byte limit",
+    )
 
 
 # ---------------------------------------------------------------- close handshake
@@ -658,6 +784,8 @@ def test_send_close_with_invalid_code(code: int) -> None:
         pytest.param("a" + "€" * 60, "a" + "€" * 40, id="three-byte"),
         pytest.param("ab" + "😀" * 40, "ab" + "😀" * 30, id="four-byte"),
         pytest.param("a" * 123, "a" * 123, id="exactly-123"),
+        pytest.param("a" * 124, "a" * 123, id="one-over"),
+        pytest.param("a" * 127, "a" * 123, id="four-over"),
     ],
 )
 def test_close_reason_truncated_without_splitting_utf8(reason: str, expected: str) -> None:
@@ -894,7 +1022,7 @@ def test_compress_false_sends_uncompressed() -> None:
 def test_invalid_utf8_in_compressed_text() -> None:
     proto = server(deflate=PerMessageDeflate())
     frame = raw_frame(Opcode.TEXT, deflate_raw(b"ok\xff"), rsv1=True)
-    assert_fails(proto, frame, CloseCode.INVALID_DATA)
+    assert_fails(proto, frame, CloseCode.INVALID_DATA, reason="invalid UTF-8 in a text message")
 
 
 def test_invalid_utf8_in_compressed_fragment_fails_early() -> None:
@@ -903,13 +1031,21 @@ def test_invalid_utf8_in_compressed_fragment_fails_early() -> None:
     part1 = compressor.compress(b"fine ") + compressor.flush(zlib.Z_SYNC_FLUSH)
     part2 = compressor.compress(b"\xff") + compressor.flush(zlib.Z_SYNC_FLUSH)
     assert feed(proto, raw_frame(Opcode.TEXT, part1, rsv1=True, fin=False)) == []
-    assert_fails(proto, raw_frame(0, part2, fin=False), CloseCode.INVALID_DATA)
+    assert_fails(
+        proto,
+        raw_frame(0, part2, fin=False),
+        CloseCode.INVALID_DATA,
+        reason="invalid UTF-8 in a text message",
+    )
 
 
 def test_corrupt_compressed_data() -> None:
     proto = server(deflate=PerMessageDeflate())
     assert_fails(
-        proto, raw_frame(Opcode.BINARY, b"\xff\xff\xff", rsv1=True), CloseCode.INVALID_DATA
+        proto,
+        raw_frame(Opcode.BINARY, b"\xff\xff\xff", rsv1=True),
+        CloseCode.INVALID_DATA,
+        reason="invalid compressed data",
     )
 
 
@@ -939,7 +1075,12 @@ def test_deflate_bomb_spread_over_fragments() -> None:
     chunk = compressor.compress(b"\0" * 6000) + compressor.flush(zlib.Z_SYNC_FLUSH)
     proto = server(deflate=PerMessageDeflate(), max_message_size=limit)
     assert feed(proto, raw_frame(Opcode.BINARY, chunk, rsv1=True, fin=False)) == []
-    assert_fails(proto, raw_frame(0, chunk, fin=False), CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        raw_frame(0, chunk, fin=False),
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="message too big after decompression",
+    )
 
 
 def test_inflated_size_over_the_limit() -> None:
@@ -951,20 +1092,42 @@ def test_inflated_size_over_the_limit() -> None:
         proto,
         raw_frame(Opcode.TEXT, deflate_raw(b"a" * 1001), rsv1=True),
         CloseCode.MESSAGE_TOO_BIG,
+        reason="message too big after decompression",
     )
+
+
+def test_compressed_frame_limit_is_the_worst_case_of_deflate() -> None:
+    # 1 MiB inflated: stored blocks add 1 KiB, plus 64 bytes of flush markers.
+    budget = (1 << 20) + 1024 + 64
+    proto = server(deflate=PerMessageDeflate(), max_message_size=1 << 20)
+    assert feed(proto, raw_frame(Opcode.BINARY, length=budget, rsv1=True)[:14]) == []
+    proto = server(deflate=PerMessageDeflate(), max_message_size=1 << 20)
+    header = raw_frame(Opcode.BINARY, length=budget + 1, rsv1=True)[:14]
+    reason = f"frame of {budget + 1} bytes exceeds the {budget}-byte limit"
+    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG, reason=reason)
 
 
 def test_compressed_frame_too_big_refused_from_its_header() -> None:
     proto = server(deflate=PerMessageDeflate(), max_message_size=1000)
     header = raw_frame(Opcode.BINARY, length=100_000, rsv1=True)[:10]
-    assert_fails(proto, header, CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        header,
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 100000 bytes exceeds the 1064-byte limit",
+    )
 
 
 @pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 def test_uncompressed_frame_over_the_limit_with_deflate(opcode: int) -> None:
     """With deflate negotiated, an uncompressed message is held to the same limit."""
     proto = server(deflate=PerMessageDeflate(), max_message_size=1000)
-    assert_fails(proto, raw_frame(opcode, b"a" * 1001), CloseCode.MESSAGE_TOO_BIG)
+    assert_fails(
+        proto,
+        raw_frame(opcode, b"a" * 1001),
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="message exceeds the 1000-byte limit",
+    )
 
 
 @pytest.mark.parametrize("deflate", DEFLATE_CONFIGS, ids=repr)

@@ -209,6 +209,21 @@ def test_constructor_checks() -> None:
         MessageDecompressor(window_bits=7, no_context_takeover=False)
 
 
+def test_constructor_limits_are_inclusive() -> None:
+    for bits in (8, 15):
+        PerMessageDeflate(server_max_window_bits=bits, client_max_window_bits=bits)
+        MessageCompressor(window_bits=bits, no_context_takeover=False)
+        MessageDecompressor(window_bits=bits, no_context_takeover=False)
+    for level in (-1, 0, 9):
+        MessageCompressor(window_bits=15, no_context_takeover=False, level=level)
+    with pytest.raises(ValueError, match=r"^window bits must be between 8 and 15, not 16$"):
+        PerMessageDeflate(client_max_window_bits=16)
+    with pytest.raises(ValueError, match=r"^window_bits must be between 8 and 15, not 16$"):
+        MessageDecompressor(window_bits=16, no_context_takeover=False)
+    with pytest.raises(ValueError, match=r"^level must be between -1 and 9, not -2$"):
+        MessageCompressor(window_bits=15, no_context_takeover=False, level=-2)
+
+
 # ---------------------------------------------------------------------------------------
 # Limits and errors
 
@@ -492,10 +507,11 @@ def test_client_max_window_bits_wish() -> None:
 
 @pytest.mark.parametrize("bits", [0, 7, 16])
 def test_server_wishes_are_checked(bits: int) -> None:
-    with pytest.raises(ValueError, match="between 8 and 15"):
+    with pytest.raises(ValueError, match=rf"^server_max_window_bits .* 15, not {bits}$"):
         server("permessage-deflate", server_max_window_bits=bits)
-    with pytest.raises(ValueError, match="between 8 and 15"):
+    with pytest.raises(ValueError, match=rf"^client_max_window_bits .* 15, not {bits}$"):
         server("permessage-deflate", client_max_window_bits=bits)
+    assert server("permessage-deflate", server_max_window_bits=15) is not None
 
 
 # ---------------------------------------------------------------------------------------

@@ -135,26 +135,27 @@ def test_parse_extensions(value: str, expected: list[ExtensionOffer]) -> None:
 
 
 @pytest.mark.parametrize(
-    "value",
+    ("value", "problem"),
     [
-        ";",
-        "a;",
-        "a; =1",
-        "a; b=",
-        "a b",
-        'a; b="unterminated',
-        'a; b="two words"',
-        'a; b=""',
-        'a; b="x\\',
-        "a; b=c=d",
-        "a; b=@",
-        "é",
+        (";", "expected an extension name at offset 0"),
+        ("a;", "expected a parameter name at offset 2"),
+        ("a; =1", "expected a parameter name at offset 3"),
+        ("a; b=", "expected a parameter value at offset 5"),
+        ("a b", "unexpected 'b' at offset 2"),
+        ('a; b="unterminated', "unterminated quoted-string"),
+        ('a; b="two words"', "quoted value 'two words' is not a token"),
+        ('a; b=""', "quoted value '' is not a token"),
+        ('a; b="x\\', "unterminated quoted-pair"),
+        ("a; b=c=d", "unexpected '=' at offset 6"),
+        ("a; b=@", "expected a parameter value at offset 5"),
+        ("é", "expected an extension name at offset 0"),
     ],
 )
-def test_parse_extensions_rejects(value: str) -> None:
+def test_parse_extensions_rejects(value: str, problem: str) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         parse_extensions(value)
     assert info.value.http_status == 400
+    assert info.value.reason == f"invalid Sec-WebSocket-Extensions header {value!r}: {problem}"
 
 
 def test_serialize_extension() -> None:
@@ -358,22 +359,44 @@ def test_trailing_data() -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "why"),
+    ("data", "why", "reason"),
     [
-        (make_request(request_line="POST /chat HTTP/1.1"), "method not GET"),
-        (make_request(request_line="GET /chat HTTP/1.0"), "HTTP/1.0 upgrade"),
-        (make_request(drop=("Host",)), "missing Host"),
-        (make_request(extra=[("Host", "other")]), "two Hosts"),
-        (make_request(drop=("Connection",)), "missing Connection"),
+        (
+            make_request(request_line="POST /chat HTTP/1.1"),
+            "method not GET",
+            "WebSocket upgrade with method POST, not GET",
+        ),
+        (
+            make_request(request_line="GET /chat HTTP/1.0"),
+            "HTTP/1.0 upgrade",
+            "WebSocket upgrade over HTTP/1.0; HTTP/1.1 is required",
+        ),
+        (make_request(drop=("Host",)), "missing Host", "missing Host header"),
+        (make_request(extra=[("Host", "other")]), "two Hosts", "more than one Host header"),
+        (
+            make_request(drop=("Connection",)),
+            "missing Connection",
+            "Connection header lacks the Upgrade token",
+        ),
         (
             make_request(drop=("Connection",), extra=[("Connection", "keep-alive")]),
             "Connection without upgrade",
+            "Connection header lacks the Upgrade token",
         ),
-        (make_request(drop=("Sec-WebSocket-Key",)), "missing key"),
-        (make_request(extra=[("Sec-WebSocket-Key", RFC_KEY)]), "two keys"),
+        (
+            make_request(drop=("Sec-WebSocket-Key",)),
+            "missing key",
+            "missing Sec-WebSocket-Key header",
+        ),
+        (
+            make_request(extra=[("Sec-WebSocket-Key", RFC_KEY)]),
+            "two keys",
+            "more than one Sec-WebSocket-Key header",
+        ),
         (
             make_request(drop=("Sec-WebSocket-Key",), extra=[("Sec-WebSocket-Key", "a*b")]),
             "key not base64",
+            "Sec-WebSocket-Key 'a*b' is not base64",
         ),
         (
             make_request(
@@ -381,18 +404,26 @@ def test_trailing_data() -> None:
                 extra=[("Sec-WebSocket-Key", base64.b64encode(b"x" * 15).decode())],
             ),
             "key of 15 bytes",
+            "Sec-WebSocket-Key 'eHh4eHh4eHh4eHh4eHh4' does not decode to 16 bytes",
         ),
         (
             make_request(drop=("Sec-WebSocket-Key",), extra=[("Sec-WebSocket-Key", "\xe9")]),
             "key not ASCII",
+            "Sec-WebSocket-Key '\xe9' is not base64",
         ),
-        (make_request(drop=("Sec-WebSocket-Version",)), "missing version"),
+        (
+            make_request(drop=("Sec-WebSocket-Version",)),
+            "missing version",
+            "missing Sec-WebSocket-Version header",
+        ),
         (
             make_request(
                 drop=("Sec-WebSocket-Extensions",),
                 extra=[("Sec-WebSocket-Extensions", "permessage-deflate; =")],
             ),
             "bad extensions",
+            "invalid Sec-WebSocket-Extensions header 'permessage-deflate; =': "
+            "expected a parameter name at offset 20",
         ),
         (
             make_request(
@@ -400,31 +431,86 @@ def test_trailing_data() -> None:
                 extra=[("Sec-WebSocket-Extensions", 'x; y="not a token"')],
             ),
             "quoted extension value not a token",
+            "invalid Sec-WebSocket-Extensions header 'x; y=\"not a token\"': "
+            "quoted value 'not a token' is not a token",
         ),
         # Malformed HTTP, upgrade or not.
-        (b"GET /\r\nHost: x\r\n\r\n", "request line with two parts"),
-        (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", "double space"),
-        (b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", "method not a token"),
-        (b"GET / HTTP/1.x\r\nHost: x\r\n\r\n", "bad version syntax"),
-        (b"GET / HTTP/11\r\nHost: x\r\n\r\n", "bad version syntax 2"),
-        (b"GET / http/1.1\r\nHost: x\r\n\r\n", "lowercase HTTP"),
-        (b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", "control char in target"),
-        (b"GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", "non-ASCII target"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", "obs-fold"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", "no colon"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n", "space before colon"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-\xe9: 1\r\n\r\n", "non-ASCII name"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX\x01: 1\r\n\r\n", "control char in name"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n: 1\r\n\r\n", "empty name"),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", "NUL in value"),
-        (b"GET / HTTP/1.1\r\nHost: x\rX-A: 1\r\n\r\n", "bare CR"),
-        (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host"),
-        (b"\r\n\r\n", "empty request line"),
+        (
+            b"GET /\r\nHost: x\r\n\r\n",
+            "request line with two parts",
+            "malformed request line 'GET /'",
+        ),
+        (
+            b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "double space",
+            "malformed request line 'GET  / HTTP/1.1'",
+        ),
+        (b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", "method not a token", "invalid method 'G(T'"),
+        (
+            b"GET / HTTP/1.x\r\nHost: x\r\n\r\n",
+            "bad version syntax",
+            "invalid HTTP version 'HTTP/1.x'",
+        ),
+        (
+            b"GET / HTTP/11\r\nHost: x\r\n\r\n",
+            "bad version syntax 2",
+            "invalid HTTP version 'HTTP/11'",
+        ),
+        (b"GET / http/1.1\r\nHost: x\r\n\r\n", "lowercase HTTP", "invalid HTTP version 'http/1.1'"),
+        (
+            b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+            "control char in target",
+            "invalid request target '/\\x7f'",
+        ),
+        (
+            b"GET /\xe9 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "non-ASCII target",
+            "invalid request target '/é'",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+            "obs-fold",
+            "obsolete line folding in header field",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+            "no colon",
+            "header line without a colon: 'NoColon'",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n",
+            "space before colon",
+            "invalid header name 'X-A '",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-\xe9: 1\r\n\r\n",
+            "non-ASCII name",
+            "invalid header name 'X-é'",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX\x01: 1\r\n\r\n",
+            "control char in name",
+            "invalid header name 'X\\x01'",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n: 1\r\n\r\n", "empty name", "invalid header name ''"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+            "NUL in value",
+            "invalid characters in the value of header 'X-A'",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\rX-A: 1\r\n\r\n",
+            "bare CR",
+            "invalid characters in the value of header 'Host'",
+        ),
+        (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host", "missing Host header"),
+        (b"\r\n\r\n", "empty request line", "malformed request line ''"),
     ],
 )
-def test_bad_request_400(data: bytes, why: str) -> None:
+def test_bad_request_400(data: bytes, why: str, reason: str) -> None:
     error = expect_status(data, 400)
     assert error.close_code == 1002
+    assert error.reason == reason
 
 
 def test_unsupported_major_version_505() -> None:

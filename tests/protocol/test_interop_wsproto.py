@@ -31,6 +31,8 @@ from trio_ws.protocol._events import BytesMessage, Close, Ping, Pong, TextMessag
 from trio_ws.protocol._frames import Role
 from trio_ws.protocol._handshake import ClientHandshake, ServerHandshake
 
+from .helpers import raw_frame
+
 # (our parameters, the wsproto extension's offer/response string) for each configuration.
 DEFLATE_SETUPS = {
     "plain": None,
@@ -314,8 +316,10 @@ def test_wsproto_client_to_our_server_with_handshake() -> None:
     )
     handshake = ServerHandshake()
     # The client may pipeline a frame right behind its request (it may not, but we cope).
-    request = handshake.receive_data(request_bytes)
+    early = raw_frame(0x1, b"early")
+    request = handshake.receive_data(request_bytes + early)
     assert request is not None
+    assert handshake.trailing_data == early
     deflate = negotiate_server(request.extensions)
     assert deflate is not None
     response = handshake.accept(extensions=[deflate.response_value()])
@@ -327,7 +331,7 @@ def test_wsproto_client_to_our_server_with_handshake() -> None:
     ours = WebSocketProtocol(Role.SERVER, deflate=deflate)
     ours.receive_data(handshake.trailing_data)
     ours.receive_data(their_client.send(ws_events.TextMessage("hello " * 50)))
-    assert ours.events_received() == [TextMessage("hello " * 50)]
+    assert ours.events_received() == [TextMessage("early"), TextMessage("hello " * 50)]
     ours.send_text("welcome " * 50)
     ours.send_close(1000, "done")
     their_client.receive_data(ours.data_to_send())

@@ -130,15 +130,20 @@ LEGAL = {
 }
 
 
-@pytest.mark.parametrize(("make", "stage", "suffix"), ILLEGAL)
-@pytest.mark.parametrize("call", sorted(CALLS))
+# The legal pairs are left out here: each has tests of its own below.
+ILLEGAL_STEPS = [
+    pytest.param(make, stage, suffix, call, id=f"{make.__name__}-{call}")
+    for make, stage, suffix in ILLEGAL
+    for call in sorted(CALLS)
+    if call not in LEGAL[make]
+]
+
+
+@pytest.mark.parametrize(("make", "stage", "suffix", "call"), ILLEGAL_STEPS)
 def test_illegal_steps_raise_naming_event_and_stage(
     make: Callable[[], Session], stage: str, suffix: str, call: str
 ) -> None:
     session = make()
-    if call in LEGAL[make]:
-        CALLS[call](session)  # legal: no exception
-        return
     before = session.stage
     with pytest.raises(LocalProtocolError, match=rf"^cannot {call} in stage {stage}{suffix}$"):
         CALLS[call](session)
@@ -300,7 +305,7 @@ def test_max_login_tries_is_configurable(max_tries: int) -> None:
     session.handshake_complete()
     for _ in range(max_tries - 1):
         assert len(fail_login(session)) == 1
-    assert isinstance(fail_login(session)[-1], CloseConnection)
+    assert fail_login(session)[-1] == CloseConnection(1008, "too many failed logins")
     assert session.stage is Stage.CLOSED
 
 
