@@ -21,6 +21,13 @@ Connection states (RFC 6455 §7) and what moves them::
 In CLOSED the transport should be closed: a server closes the TCP connection first
 (§7.1.1), a client waits briefly for the server to do so. After our Close only Pongs
 are sent (§5.5.2); nothing at all once CLOSED.
+
+Reassembly (RFC 6455 §5.4) keeps one ``bytearray`` per message, so what a fragmented
+message holds is its payload bytes and nothing per fragment. Three bounds apply to it:
+the size limit (checked against each frame header before its payload is read), a count of
+fragments (``max_fragments``: a peer sending empty or 1-byte continuations forever hits it
+without holding memory), and time, which the core cannot see: :attr:`message_in_progress`
+tells the runtime when a message started, so it can enforce a deadline for finishing it.
 """
 
 from __future__ import annotations
@@ -30,14 +37,26 @@ import enum
 import struct
 import sys
 
+import attrs
+
 from ._deflate import MessageCompressor, MessageDecompressor, PerMessageDeflate
 from ._errors import CloseCode, LocalProtocolError, RemoteProtocolError, is_valid_close_code
 from ._events import BytesMessage, Close, Event, Ping, Pong, TextMessage
 from ._frames import MAX_CONTROL_PAYLOAD, FrameParser, Opcode, Role, encode_frame
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "ConnectionState", "WebSocketProtocol"]
+__all__ = [
+    "DEFAULT_MAX_FRAGMENTS",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "ConnectionState",
+    "MessageProgress",
+    "WebSocketProtocol",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB after reassembly and inflation (DESIGN.md limits)
+# Frames one message may arrive in. Browsers and most libraries send one frame per message;
+# the Autobahn suite's most fragmented case is 4 MiB in 64-byte fragments, 65,536 frames.
+# Endless empty continuations (6 wire bytes each from a client) end after 384 KiB.
+DEFAULT_MAX_FRAGMENTS = 1 << 16
 
 _UNLIMITED = sys.maxsize
 # Enum member lookups cost ~150 ns each on CPython 3.11; the per-message paths use these.
@@ -67,6 +86,26 @@ def _truncate_reason(reason: str) -> bytes:
     return data[: MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore").encode("utf-8")
 
 
+@attrs.frozen(slots=True)
+class MessageProgress:
+    """A fragmented message being received: its first frame has arrived, its last not yet.
+
+    The core has no clock; a runtime that bounds the time a message may take (a
+    ``message_timeout``) starts its deadline when it first sees a new :attr:`number` and
+    stops it when :attr:`WebSocketProtocol.message_in_progress` is ``None`` again.
+    """
+
+    number: int
+    """Which fragmented message of the connection this is (1 for the first, and so on), so
+    that a message that ended and another that started between two looks are told apart."""
+    opcode: Opcode
+    """:attr:`Opcode.TEXT` or :attr:`Opcode.BINARY`, from the first frame."""
+    fragments: int
+    """Data frames received for this message so far."""
+    size: int
+    """Payload bytes received so far, after inflation."""
+
+
 class ConnectionState(enum.Enum):
     """RFC 6455 connection states once the opening handshake is done."""
 
@@ -88,6 +127,8 @@ class WebSocketProtocol:
         max_message_size: largest message accepted, in bytes after reassembly and inflation;
             ``None`` disables the limit. A larger message fails the connection with 1009,
             detected from frame headers before the payload is buffered.
+        max_fragments: most data frames one message may arrive in; ``None`` disables the
+            limit. One more fails the connection with 1009.
         auto_pong: answer every Ping with a Pong carrying the same payload (§5.5.2).
         compress: whether messages we send are compressed when deflate was negotiated.
     """
@@ -98,12 +139,16 @@ class WebSocketProtocol:
         *,
         deflate: PerMessageDeflate | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_fragments: int | None = DEFAULT_MAX_FRAGMENTS,
         auto_pong: bool = True,
         compress: bool = True,
     ) -> None:
+        if max_fragments is not None and max_fragments < 1:
+            raise ValueError(f"max_fragments must be at least 1, not {max_fragments}")
         self.role = role
         self.deflate = deflate
         self.max_message_size = _UNLIMITED if max_message_size is None else max_message_size
+        self.max_fragments = _UNLIMITED if max_fragments is None else max_fragments
         self.auto_pong = auto_pong
         self.state = ConnectionState.OPEN
         self._client = role is Role.CLIENT
@@ -123,12 +168,14 @@ class WebSocketProtocol:
         self._events: list[Event] = []
         self._out: list[bytes] = []
         self._error: RemoteProtocolError | None = None
-        # The message being reassembled from fragments (None when between messages).
+        # The message being reassembled from fragments (None when between messages): its
+        # payload so far in one buffer, and for text a decoder that only validates (§8.1).
         self._msg_opcode: int | None = None
         self._msg_compressed = False
-        self._msg_parts: list[bytes] = []
-        self._msg_text: list[str] = []
+        self._msg_buffer = bytearray()
         self._msg_size = 0
+        self._msg_fragments = 0
+        self._msg_number = 0
         self._msg_decoder: codecs.IncrementalDecoder | None = None
         # The message we are sending in fragments, if any.
         self._send_opcode: int | None = None
@@ -190,6 +237,23 @@ class WebSocketProtocol:
         if self.state is not ConnectionState.CLOSED:
             self.state = ConnectionState.CLOSED
             self._events.append(Close(CloseCode.ABNORMAL_CLOSURE, ""))
+        self._drop_message()
+
+    @property
+    def message_in_progress(self) -> MessageProgress | None:
+        """The fragmented message being received, or ``None`` between messages.
+
+        ``None`` again once the message is complete, or the connection closed or failed.
+        """
+        opcode = self._msg_opcode
+        if opcode is None or self._msg_fragments == 0:
+            return None
+        return MessageProgress(
+            number=self._msg_number,
+            opcode=Opcode(opcode),
+            fragments=self._msg_fragments,
+            size=self._msg_size,
+        )
 
     def events_received(self) -> list[Event]:
         """Return the events parsed since the last call, oldest first."""
@@ -203,8 +267,15 @@ class WebSocketProtocol:
         if self.state is ConnectionState.OPEN:
             self._queue_close(exc.close_code, exc.reason)
         self.state = ConnectionState.CLOSED
-        self._msg_parts = []
-        self._msg_text = []
+        self._drop_message()
+
+    def _drop_message(self) -> None:
+        """Forget the message being reassembled, releasing its buffer."""
+        self._msg_opcode = None
+        self._msg_buffer = bytearray()
+        self._msg_decoder = None
+        self._msg_fragments = 0
+        self._msg_size = 0
 
     def _data_frame(self, opcode: int, payload: bytes, fin: bool, rsv1: bool) -> None:
         if opcode == Opcode.CONTINUATION:
@@ -213,14 +284,24 @@ class WebSocketProtocol:
             if rsv1:
                 # RFC 7692 §6.1: RSV1 is set only on the first frame of a message.
                 raise RemoteProtocolError("RSV1 set on a continuation frame")
+            fragments = self._msg_fragments + 1
+            if fragments > self.max_fragments:
+                raise RemoteProtocolError(
+                    f"message in more than {self.max_fragments} fragments",
+                    close_code=CloseCode.MESSAGE_TOO_BIG,
+                )
+            self._msg_fragments = fragments
         else:
             if self._msg_opcode is not None:
                 raise RemoteProtocolError("new data frame before the previous message ended")
             self._msg_opcode = opcode
             self._msg_compressed = rsv1
             self._msg_size = 0
-            if opcode == Opcode.TEXT and not fin:
-                self._msg_decoder = _utf8_incremental()
+            if not fin:
+                self._msg_fragments = 1
+                self._msg_number += 1
+                if opcode == Opcode.TEXT:
+                    self._msg_decoder = _utf8_incremental()
         if self._msg_compressed:
             assert self._decompressor is not None  # RSV1 is refused by the parser otherwise
             payload = self._decompressor.decompress(
@@ -237,28 +318,32 @@ class WebSocketProtocol:
             self._finish_message(payload)
         else:
             if self._msg_decoder is not None:
-                self._decode_part(payload, final=False)
-            else:
-                self._msg_parts.append(payload)
+                self._check_utf8(payload)
+            self._msg_buffer += payload
             remaining = self.max_message_size - size
             self._parser.max_frame_size = (
                 _compressed_budget(remaining) if self._msg_compressed else remaining
             )
 
-    def _decode_part(self, payload: bytes, *, final: bool) -> None:
+    def _check_utf8(self, payload: bytes) -> None:
+        """Validate a non-final fragment of a text message; its text is decoded at the end.
+
+        §8.1: "When an endpoint is to interpret a byte stream as UTF-8 but finds that the
+        byte stream is not, in fact, a valid UTF-8 stream, that endpoint MUST _Fail the
+        WebSocket Connection_". We fail at the fragment that makes it invalid.
+        """
         decoder = self._msg_decoder
         assert decoder is not None
         try:
-            self._msg_text.append(decoder.decode(payload, final))
-            if not final:
-                # The decoder holds an incomplete sequence back without judging it, and a
-                # few prefixes (ED A0: a surrogate, F4 90: beyond U+10FFFF) can already
-                # never be valid. Complete the held bytes with the smallest continuation
-                # byte: if even that fails, fail now, not one fragment later (§8.1).
-                held = decoder.getstate()[0]
-                if len(held) >= 2:
-                    need = (2 if held[0] < 0xE0 else 3 if held[0] < 0xF0 else 4) - len(held)
-                    (held + b"\x80" * need).decode("utf-8")
+            decoder.decode(payload, False)  # the text is dropped: only validity matters here
+            # The decoder holds an incomplete sequence back without judging it, and a few
+            # prefixes (ED A0: a surrogate, F4 90: beyond U+10FFFF) can already never be
+            # valid. Complete the held bytes with the smallest continuation byte: if even
+            # that fails, fail now, not one fragment later.
+            held = decoder.getstate()[0]
+            if len(held) >= 2:
+                need = (2 if held[0] < 0xE0 else 3 if held[0] < 0xF0 else 4) - len(held)
+                (held + b"\x80" * need).decode("utf-8")
         except UnicodeDecodeError:
             # Fails as soon as an invalid sequence arrives, even mid-message (§8.1).
             raise RemoteProtocolError(
@@ -267,22 +352,28 @@ class WebSocketProtocol:
 
     def _finish_message(self, payload: bytes) -> None:
         opcode = self._msg_opcode
-        if self._msg_decoder is not None:
-            self._decode_part(payload, final=True)
-            event: Event = TextMessage("".join(self._msg_text))
-            self._msg_text = []
+        if self._msg_fragments:
+            buffer = self._msg_buffer
+            buffer += payload
+            self._msg_buffer = bytearray()
+            self._msg_fragments = 0
             self._msg_decoder = None
-        elif opcode == Opcode.TEXT:
+            if opcode == _TEXT:
+                try:
+                    event: Event = TextMessage(buffer.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise RemoteProtocolError(
+                        "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
+                    ) from None
+            else:
+                event = BytesMessage(bytes(buffer))
+        elif opcode == _TEXT:
             try:
                 event = TextMessage(payload.decode("utf-8"))
             except UnicodeDecodeError:
                 raise RemoteProtocolError(
                     "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
                 ) from None
-        elif self._msg_parts:
-            self._msg_parts.append(payload)
-            event = BytesMessage(b"".join(self._msg_parts))
-            self._msg_parts = []
         else:
             event = BytesMessage(payload)
         self._msg_opcode = None
@@ -323,6 +414,7 @@ class WebSocketProtocol:
             else:
                 self._queue_close(close.code, "")
         self.state = ConnectionState.CLOSED
+        self._drop_message()
         self._events.append(close)
 
     @staticmethod
