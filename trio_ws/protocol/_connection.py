@@ -36,6 +36,7 @@ import codecs
 import enum
 import struct
 import sys
+import traceback
 
 import attrs
 
@@ -196,7 +197,9 @@ class WebSocketProtocol:
                 error is sticky: later calls raise it again.
         """
         if self._error is not None:
-            raise self._error
+            # A fresh traceback each time: re-raising the instance would extend its old
+            # one by a frame per call, for as long as a caller keeps feeding us.
+            raise self._error.with_traceback(None)
         if self.state is ConnectionState.CLOSED:
             return  # RFC 6455 §7.1.1: nothing more is expected; late bytes are ignored
         parser = self._parser
@@ -263,6 +266,9 @@ class WebSocketProtocol:
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         """Fail the WebSocket connection (RFC 6455 §7.1.7): send Close with the code, stop."""
+        # The error is kept (sticky); its finished frames would keep their locals, the
+        # parser's whole receive buffer among them, alive with it.
+        traceback.clear_frames(exc.__traceback__)
         self._error = exc
         if self.state is ConnectionState.OPEN:
             self._queue_close(exc.close_code, exc.reason)
@@ -270,7 +276,12 @@ class WebSocketProtocol:
         self._drop_message()
 
     def _drop_message(self) -> None:
-        """Forget the message being reassembled, releasing its buffer."""
+        """Forget the message being reassembled and any bytes after the last frame read.
+
+        Called once the connection is CLOSED: nothing more is parsed (§7.1.1), so what
+        arrived after the Close, or after the error, is not kept either.
+        """
+        self._parser.discard()
         self._msg_opcode = None
         self._msg_buffer = bytearray()
         self._msg_decoder = None
