@@ -145,7 +145,6 @@ def check_bounded(proto: WebSocketProtocol) -> None:
     parser = proto._parser
     largest = max(parser.max_frame_size, 125)  # control frames are bounded by §5.5 instead
     assert parser.buffered <= MAX_HEADER + largest, parser.buffered
-    assert len(proto._msg_buffer) <= proto.max_message_size
     assert proto._msg_size <= proto.max_message_size
     assert proto._msg_fragments <= proto.max_fragments
     progress = proto.message_in_progress
