@@ -25,7 +25,17 @@ client-bound measurement shows.
 
 Usage: ``python benchmarks/echo.py [--reps 3] [--conns 1,50,500] [--idle-conns 2000]
 [--quick] [--no-pin]``. Only 127.0.0.1 is used. The machine's noise is large: compare the
-ratios of one run, not absolute numbers across runs.
+ratios of one run, not absolute numbers across runs. Needs the ``bench`` extra (psutil).
+
+A server of your own, already running: ``python benchmarks/echo.py --url ws://host:port/path
+[--conns 1,50,500] [--duration 30] [--message TEXT] [--any-reply] [--hello TEXT]
+[--server-pid PID]`` runs the echo scenarios against it alone (wss:// too; ``--insecure``
+skips certificate checks). ``--message`` is what each round trip sends (a text message;
+the reply must echo it unless ``--any-reply``); ``--hello`` is sent once on each
+connection, its reply awaited, before measuring (``{i}`` becomes the connection number),
+e.g. a login: ``--hello '{"type": "login", "name": "bench{i}"}' --message '{"type":
+"echo", "text": "hi"}' --any-reply`` for the demo app. With ``--server-pid`` (psutil) the
+server's CPU share and its memory per idle connection are measured too.
 """
 
 from __future__ import annotations
@@ -43,8 +53,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+from _tools import Progress, Target, need, note, ws_url
+
+psutil: Any = None  # imported in main(): --help and --url work without the bench extra
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +121,6 @@ SERVERS: dict[str, tuple[str, list[str], bool]] = {
 SIZE = 32
 PAYLOAD = b"0123456789abcdefghijklmnopqrstuv"
 assert len(PAYLOAD) == SIZE
-ECHO = bytes([0x81, SIZE]) + PAYLOAD  # the server's unmasked text frame
 LINGER0 = struct.pack("ii", 1, 0)
 POOL = 64
 
@@ -119,25 +131,45 @@ def mask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ k).to_bytes(n, "big")
 
 
+def frame_head(opcode: int, n: int, mask_bit: int) -> bytes:
+    if n < 126:
+        return bytes([0x80 | opcode, mask_bit | n])
+    if n < 0x10000:
+        return bytes([0x80 | opcode, mask_bit | 126]) + struct.pack("!H", n)
+    return bytes([0x80 | opcode, mask_bit | 127]) + struct.pack("!Q", n)
+
+
 def client_frame(opcode: int, payload: bytes) -> bytes:
-    """A final masked frame (payload < 126 bytes) with a fresh random mask."""
+    """A final masked frame with a fresh random mask."""
     key = os.urandom(4)
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + mask(payload, key)
+    return frame_head(opcode, len(payload), 0x80) + key + mask(payload, key)
 
 
-FRAMES = [client_frame(0x1, PAYLOAD) for _ in range(POOL)]
+def configure(payload: bytes) -> None:
+    """What each round trip sends (``--message``), and the echo expected back."""
+    global ECHO, FRAMES
+    ECHO = frame_head(0x1, len(payload), 0) + payload  # the server's unmasked text frame
+    FRAMES = [client_frame(0x1, payload) for _ in range(POOL)]
 
 
-def handshake(port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+ECHO = b""
+FRAMES: list[bytes] = []
+configure(PAYLOAD)
+LOCAL = ws_url("ws://127.0.0.1:0/echo")  # the local servers; each gets its own port
+
+
+def handshake(target: Target) -> bytes:
+    return target.handshake(base64.b64encode(os.urandom(16)).decode())
 
 
 class State:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, payload: bytes = PAYLOAD, check: bool = True, hello: str | None = None
+    ) -> None:
+        self.payload = payload
+        self.check = check  # a reply must echo the message (else any message counts)
+        self.hello = hello  # sent once after the handshake; "{i}": the connection number
+        self.opened = 0
         self.count = 0  # completed round trips, all connections
         self.running = False
         self.inflight = 0
@@ -154,15 +186,17 @@ class State:
 class Conn(asyncio.Protocol):
     """One connection: optional WebSocket handshake, then one echo in flight at a time."""
 
-    def __init__(self, st: State, port: int, ws: bool) -> None:
+    def __init__(self, st: State, target: Target, ws: bool) -> None:
         self.st = st
-        self.port = port
+        self.target = target
         self.ws = ws
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.opened = asyncio.get_running_loop().create_future()
         self.upgraded = not ws
-        self.expect = ECHO if ws else PAYLOAD
+        self.hello_pending = ws and st.hello is not None
+        # The fast path below compares whole reads with the expected echo.
+        self.expect = (ECHO if st.check else None) if ws else PAYLOAD
         self.frames = FRAMES if ws else [PAYLOAD] * POOL
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -172,7 +206,7 @@ class Conn(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)  # close with RST
         if self.ws:
-            transport.write(handshake(self.port))
+            transport.write(handshake(self.target))
         else:
             self.opened.set_result(None)
 
@@ -218,7 +252,13 @@ class Conn(asyncio.Protocol):
                 return
             self.buf = self.buf[end + 4 :]
             self.upgraded = True
-            self.opened.set_result(None)
+            if self.hello_pending:
+                assert self.st.hello is not None
+                self.st.opened += 1
+                hello = self.st.hello.replace("{i}", str(self.st.opened))
+                self.write(client_frame(0x1, hello.encode()))
+            else:
+                self.opened.set_result(None)
         if self.ws:
             self.parse_frames()
         else:
@@ -249,7 +289,11 @@ class Conn(asyncio.Protocol):
             elif opcode == 0x8:
                 self.st.bad += 1
             elif opcode in (0x1, 0x2):
-                if payload != PAYLOAD:
+                if self.hello_pending:  # the reply to --hello: now the connection is ready
+                    self.hello_pending = False
+                    self.opened.set_result(None)
+                    continue
+                if self.st.check and payload != self.st.payload:
                     self.st.bad += 1
                 self.done()
         self.buf = buf
@@ -287,16 +331,32 @@ class Server:
                 return
 
 
-async def connect(port: int, ws: bool, st: State, n: int) -> list[Conn]:
+class Unobserved:
+    """A server whose process we cannot see (``--url`` without ``--server-pid``)."""
+
+    def cpu(self) -> float:
+        return 0.0
+
+    async def wait_idle(self, window: float = 0.25, threshold: float = 0.03) -> None:
+        await asyncio.sleep(window)
+
+
+async def connect(target: Target, ws: bool, st: State, n: int, tls: Any = None) -> list[Conn]:
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(100)
     conns: list[Conn] = []
 
     async def one() -> None:
         async with sem:
-            conn = Conn(st, port, ws)
+            conn = Conn(st, target, ws)
             conns.append(conn)
-            await loop.create_connection(lambda: conn, "127.0.0.1", port)
+            await loop.create_connection(
+                lambda: conn,
+                target.host,
+                target.port,
+                ssl=tls,
+                server_hostname=target.host if tls else None,
+            )
             await asyncio.wait_for(conn.opened, 30)
 
     try:
@@ -308,14 +368,14 @@ async def connect(port: int, ws: bool, st: State, n: int) -> list[Conn]:
     return conns
 
 
-async def idle(port: int, ws: bool, server: Server, conns: int) -> float:
-    st = State()
+async def idle(target: Target, ws: bool, server: Server, conns: int, opts: Options) -> float:
+    st = opts.state()
     await server.wait_idle()
-    warm = await connect(port, ws, st, 50)
+    warm = await connect(target, ws, st, 50, opts.tls)
     try:
         await server.wait_idle(window=0.5)
         rss0 = server.rss()
-        more = await connect(port, ws, st, conns)
+        more = await connect(target, ws, st, conns, opts.tls)
         try:
             await server.wait_idle(window=0.5)
             await asyncio.sleep(0.5)
@@ -329,19 +389,59 @@ async def idle(port: int, ws: bool, server: Server, conns: int) -> float:
     return (rss1 - rss0) / conns / 1024
 
 
+class Options:
+    """How the client behaves: the message, the reply check, the hello, TLS."""
+
+    def __init__(
+        self,
+        *,
+        payload: bytes = PAYLOAD,
+        check: bool = True,
+        hello: str | None = None,
+        tls: Any = None,
+    ) -> None:
+        self.payload = payload
+        self.check = check
+        self.hello = hello
+        self.tls = tls
+
+    def state(self) -> State:
+        return State(payload=self.payload, check=self.check, hello=self.hello)
+
+
+PROGRESS_EVERY = 5.0  # default seconds between progress lines inside a measured window
+
+
 async def echo(
-    port: int, ws: bool, server: Server, conns: int, warmup: float, duration: float
+    target: Target,
+    ws: bool,
+    server: Server | Unobserved,
+    conns: int,
+    warmup: float,
+    duration: float,
+    opts: Options,
+    progress_every: float = PROGRESS_EVERY,
 ) -> dict[str, float]:
-    st = State()
+    st = opts.state()
     await server.wait_idle()
-    cs = await connect(port, ws, st, conns)
+    cs = await connect(target, ws, st, conns, opts.tls)
     try:
         st.running = True
         for conn in cs:
             conn.fire()
         await asyncio.sleep(warmup)
         n0, t0, c0, s0 = st.count, time.perf_counter(), time.process_time(), server.cpu()
-        await asyncio.sleep(duration)
+        # A long window reports as it goes, so a run of minutes shows it is alive.
+        end = t0 + duration
+        last_n, last_t = n0, t0
+        while (now := time.perf_counter()) < end:
+            await asyncio.sleep(min(progress_every, end - now))
+            if duration > progress_every * 1.5 and time.perf_counter() < end - progress_every / 10:
+                t, n = time.perf_counter(), st.count
+                note(
+                    f"    {t - t0:5.0f} s of {duration:g}: {(n - last_n) / (t - last_t):,.0f} rt/s"
+                )
+                last_n, last_t = n, t
         n1, t1, c1, s1 = st.count, time.perf_counter(), time.process_time(), server.cpu()
         st.running = False
         try:
@@ -410,20 +510,52 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=2.5, help="echo measured window (s)")
     parser.add_argument("--quick", action="store_true", help="1 rep, shorter windows")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--progress",
+        type=float,
+        default=PROGRESS_EVERY,
+        metavar="SECONDS",
+        help="a progress line this often inside a longer measured window (default 5)",
+    )
+    mine = parser.add_argument_group("a running server of your own")
+    mine.add_argument(
+        "--url", type=ws_url, help="measure this server (ws:// or wss://) instead of the four"
+    )
+    mine.add_argument("--message", help="text each round trip sends (default: 32 bytes)")
+    mine.add_argument(
+        "--any-reply", action="store_true", help="any message counts as the reply, not only an echo"
+    )
+    mine.add_argument("--hello", help="sent once per connection, reply awaited; {i}: its number")
+    mine.add_argument("--server-pid", type=int, help="its process, for CPU and memory (psutil)")
+    mine.add_argument("--insecure", action="store_true", help="wss:// without certificate checks")
     args = parser.parse_args()
+    if args.url is None and any(
+        (args.message, args.any_reply, args.hello, args.server_pid, args.insecure)
+    ):
+        parser.error("--message, --any-reply, --hello, --server-pid and --insecure need --url")
+    global psutil
+    if args.url is None or args.server_pid is not None:
+        psutil = need("psutil", "measuring server CPU and memory")
     if args.quick:
         args.reps, args.warmup, args.duration = 1, 0.5, 1.0
     levels = [int(c) for c in args.conns.split(",")]
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.url is not None:
+        try:
+            run_url(args, levels)
+        except (OSError, ConnectionError) as exc:
+            sys.exit(f"echo.py: {args.url.url}: {exc}")
+        return
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     if pin:
         os.sched_setaffinity(0, {1})
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     names = list(SERVERS)
     scenarios = ["idle", *(f"C={c}" for c in levels)]
     results: dict[str, dict[str, list[float]]] = {n: {s: [] for s in scenarios} for n in names}
     client_cpu: dict[str, list[float]] = {n: [] for n in names}
     began = time.monotonic()
+    progress = Progress(args.reps * len(scenarios) * len(names))
     with tempfile.TemporaryDirectory(prefix="echo-bench-") as logs:
         for rep in range(args.reps):
             order = names[rep % len(names) :] + names[: rep % len(names)]
@@ -438,13 +570,26 @@ def main() -> None:
                         if proc.poll() is not None:
                             raise RuntimeError(f"{name} server exited: {proc.returncode}")
                         ws, server = SERVERS[name][2], Server(proc.pid)
+                        target = LOCAL._replace(port=port, host_header=f"127.0.0.1:{port}")
+                        opts = Options()
                         if scenario == "idle":
-                            kib = asyncio.run(idle(port, ws, server, args.idle_conns))
+                            kib = asyncio.run(idle(target, ws, server, args.idle_conns, opts))
                             results[name][scenario].append(kib)
                             line = f"{kib:.1f} KiB/conn"
                         else:
                             c = int(scenario[2:])
-                            r = asyncio.run(echo(port, ws, server, c, args.warmup, args.duration))
+                            r = asyncio.run(
+                                echo(
+                                    target,
+                                    ws,
+                                    server,
+                                    c,
+                                    args.warmup,
+                                    args.duration,
+                                    opts,
+                                    args.progress,
+                                )
+                            )
                             results[name][scenario].append(r["rt"])
                             if c == max(levels):
                                 client_cpu[name].append(r["client_cpu"])
@@ -452,11 +597,7 @@ def main() -> None:
                                 f"{r['rt']:>9,.0f} rt/s  server CPU {r['server_cpu']:.2f}"
                                 f"  client CPU {r['client_cpu']:.2f}"
                             )
-                        print(
-                            f"rep {rep + 1} {scenario:>6} {name:>14}: {line}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                        progress.step(f"rep {rep + 1} {scenario:>6} {name:>14}: {line}")
             finally:
                 for proc, _port in procs.values():
                     stop(proc)
@@ -481,6 +622,70 @@ def main() -> None:
     table("trio-tcp")
     shares = ", ".join(f"{n} {max(client_cpu[n]):.2f}" for n in names if client_cpu[n])
     print(f"\nClient CPU share at C={max(levels)} (max over runs): {shares}")
+    print(f"Duration: {time.monotonic() - began:.0f} s")
+
+
+def run_url(args: argparse.Namespace, levels: list[int]) -> None:
+    """The echo scenarios (and idle memory, given its pid) against one running server."""
+    target: Target = args.url
+    payload = PAYLOAD if args.message is None else args.message.encode()
+    configure(payload)
+    opts = Options(
+        payload=payload,
+        check=not args.any_reply,
+        hello=args.hello,
+        tls=target.ssl_context(verify=not args.insecure),
+    )
+    server: Server | Unobserved = (
+        Server(args.server_pid) if args.server_pid is not None else Unobserved()
+    )
+    scenarios = (["idle"] if args.server_pid is not None else []) + [f"C={c}" for c in levels]
+    results: dict[str, list[dict[str, float]]] = {s: [] for s in scenarios}
+    progress = Progress(args.reps * len(scenarios))
+    note(
+        f"{target.url}: {', '.join(scenarios)}; {args.reps} rep(s), {args.duration:g} s "
+        f"measured after {args.warmup:g} s each"
+    )
+    began = time.monotonic()
+    for rep in range(args.reps):
+        for scenario in scenarios:
+            if scenario == "idle":
+                assert isinstance(server, Server)  # idle needs the RSS: only with --server-pid
+                kib = asyncio.run(idle(target, True, server, args.idle_conns, opts))
+                results[scenario].append({"value": kib})
+                line = f"{kib:.1f} KiB/conn"
+            else:
+                c = int(scenario[2:])
+                r = asyncio.run(
+                    echo(target, True, server, c, args.warmup, args.duration, opts, args.progress)
+                )
+                results[scenario].append({"value": r["rt"], **r})
+                line = f"{r['rt']:>9,.0f} rt/s  client CPU {r['client_cpu']:.2f}"
+                if args.server_pid is not None:
+                    line += f"  server CPU {r['server_cpu']:.2f}"
+            progress.step(f"rep {rep + 1} {scenario:>6}: {line}")
+    print(
+        f"\n{target.url}: {len(payload)}-byte messages, median of {args.reps} run(s), "
+        f"{args.duration:g} s measured after {args.warmup:g} s warm-up\n"
+    )
+    print("| scenario | result | client CPU | server CPU |")
+    print("|---|--:|--:|--:|")
+    for scenario in scenarios:
+        runs = results[scenario]
+        value = statistics.median(r["value"] for r in runs)
+        if scenario == "idle":
+            print(f"| idle, {args.idle_conns} connections | {value:.1f} KiB/conn | | |")
+            continue
+        client = max(r["client_cpu"] for r in runs)
+        cpu = statistics.median(r["server_cpu"] for r in runs)
+        server_cell = f"{cpu:.2f}" if args.server_pid is not None else "n/a"
+        print(f"| echo C={scenario[2:]} | {value:,.0f} rt/s | {client:.2f} | {server_cell} |")
+    busy = [s for s in scenarios if s != "idle" and max(r["client_cpu"] for r in results[s]) > 0.9]
+    if busy:
+        print(
+            f"\nThe client used a whole core at {', '.join(busy)}: there the server may be "
+            "faster than measured (run several clients, or on another machine)."
+        )
     print(f"Duration: {time.monotonic() - began:.0f} s")
 
 

@@ -12,7 +12,14 @@ publisher to each with a compact asyncio client, and measures, one server after 
 Usage: ``python benchmarks/fanout.py [--subs 1000] [--msgs 200] [--paced 300] [--reps 3]``.
 The servers are pinned to core 0 and the client to core 1 when there are two cores.
 The numbers of ``../shared/wsbench`` are the reference; this reproduces its headline figure
-in one file, with a client that counts bytes instead of parsing timestamps.
+in one file, with a client that counts bytes instead of parsing timestamps. Needs the
+``bench`` extra (psutil).
+
+A server of your own, already running: ``python benchmarks/fanout.py --url ws://host:port
+[--sub-path /sub] [--pub-path /pub] [--server-pid PID]`` measures it alone. It must speak
+the wsbench protocol: every message received on the publisher's path goes, unchanged and
+uncompressed, to every connection on the subscribers' path (``wsbench_server.py`` does).
+Without ``--server-pid`` (psutil) the paced run reports fan-out times but no server CPU.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+from _tools import Progress, Target, need, note, ws_url
+
+psutil: Any = None  # imported in main(): --help and --url work without the bench extra
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,12 +76,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def handshake(path: str, port: int) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+def handshake(path: str, target: Target) -> bytes:
+    return target.handshake(base64.b64encode(os.urandom(16)).decode(), path)
 
 
 def client_frame(payload: bytes) -> bytes:
@@ -109,8 +115,9 @@ class Sub(asyncio.Protocol):
 
 
 class Bench:
-    def __init__(self, port: int, subs: int) -> None:
-        self.port = port
+    def __init__(self, target: Target, subs: int, tls: Any = None) -> None:
+        self.target = target
+        self.tls = tls
         self.nsubs = subs
         self.subs: list[Sub] = []
         self.pending = 0
@@ -126,23 +133,30 @@ class Bench:
 
     async def open(self, path: str, proto: asyncio.Protocol) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", self.port)
-        transport.write(handshake(path, self.port))
+        host = self.target.host
+        transport, _ = await loop.create_connection(
+            lambda: proto,
+            host,
+            self.target.port,
+            ssl=self.tls,
+            server_hostname=host if self.tls else None,
+        )
+        transport.write(handshake(path, self.target))
         return transport
 
-    async def connect(self) -> None:
+    async def connect(self, sub_path: str = "/sub", pub_path: str = "/pub") -> None:
         sem = asyncio.Semaphore(100)
 
         async def one() -> None:
             async with sem:
                 sub = Sub(self)
-                await self.open("/sub", sub)
+                await self.open(sub_path, sub)
                 await sub.open
                 self.subs.append(sub)
 
         await asyncio.gather(*(one() for _ in range(self.nsubs)))
         self.pub = Sub(self)
-        self.pub_transport = await self.open("/pub", self.pub)
+        self.pub_transport = await self.open(pub_path, self.pub)
         await self.pub.open
         # Sync: publish W messages until every subscriber has one (registration race).
         while min(s.count for s in self.subs) == 0:
@@ -174,10 +188,11 @@ def payload(seq: int) -> bytes:
     return f"M{seq:07d} {time.time_ns():019d} ".encode().ljust(SIZE, b"x")
 
 
-async def measure(port: int, pid: int, args: argparse.Namespace) -> dict[str, float]:
-    bench = Bench(port, args.subs)
-    await bench.connect()
-    proc = psutil.Process(pid)
+async def measure(target: Target, pid: int | None, args: argparse.Namespace) -> dict[str, float]:
+    bench = Bench(target, args.subs, args.tls)
+    note(f"  {target.host}:{target.port}: connecting {args.subs} subscribers")
+    await bench.connect(args.sub_path, args.pub_path)
+    proc = psutil.Process(pid) if pid is not None else None
     n = len(bench.subs)
     # burst
     elapsed = await bench.expect(args.msgs, [client_frame(payload(i)) for i in range(args.msgs)])
@@ -187,12 +202,14 @@ async def measure(port: int, pid: int, args: argparse.Namespace) -> dict[str, fl
     for i in range(args.paced_warmup):
         await bench.expect(1, [client_frame(payload(i))])
         await asyncio.sleep(args.gap)
-    cpu0 = sum(proc.cpu_times()[:2])
+    cpu0 = sum(proc.cpu_times()[:2]) if proc is not None else 0.0
     times = []
     for i in range(args.paced):
         times.append(await bench.expect(1, [client_frame(payload(i))]))
         await asyncio.sleep(args.gap)
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
+        if args.paced >= 500 and (i + 1) % 250 == 0:
+            note(f"    paced {i + 1}/{args.paced}")
+    cpu = sum(proc.cpu_times()[:2]) - cpu0 if proc is not None else float("nan")
     bench.close()
     times.sort()
     return {
@@ -231,30 +248,49 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.01, help="pause after each fan-out (s)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true")
+    mine = parser.add_argument_group("a running server of your own")
+    mine.add_argument("--url", type=ws_url, help="measure this server (ws://host:port) alone")
+    mine.add_argument("--sub-path", default="/sub", help="where subscribers connect")
+    mine.add_argument("--pub-path", default="/pub", help="where the publisher connects")
+    mine.add_argument("--server-pid", type=int, help="its process, for CPU per delivery (psutil)")
+    mine.add_argument("--insecure", action="store_true", help="wss:// without certificate checks")
     args = parser.parse_args()
-    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    if args.url is None and (args.server_pid is not None or args.insecure):
+        parser.error("--server-pid and --insecure need --url")
+    global psutil
+    if args.url is None or args.server_pid is not None:
+        psutil = need("psutil", "measuring server CPU")
+    args.tls = args.url.ssl_context(verify=not args.insecure) if args.url else None
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and args.url is None
     if pin:
         os.sched_setaffinity(0, {1})
     import resource
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.url is not None:
+        try:
+            run_url(args)
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            sys.exit(f"fanout.py: {args.url.url}: {exc!r}")
+        return
     servers = ["websockets", "trio_ws"]
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    progress = Progress(args.reps * len(servers))
     for rep in range(args.reps):
         for name in servers if rep % 2 == 0 else servers[::-1]:
             port = free_port()
             proc = start(name, port, pin)
+            target = ws_url(f"ws://127.0.0.1:{port}/")
             try:
-                result = asyncio.run(measure(port, proc.pid, args))
+                result = asyncio.run(measure(target, proc.pid, args))
             finally:
                 os.killpg(proc.pid, 15)
                 proc.wait()
             results[name].append(result)
-            print(
+            progress.step(
                 f"rep {rep + 1} {name:>10}: burst {result['burst']:>9,.0f} deliv/s, "
-                f"paced {result['paced_us']:.1f} µs/deliv",
-                file=sys.stderr,
+                f"paced {result['paced_us']:.1f} µs/deliv"
             )
     med = {
         n: {k: statistics.median(r[k] for r in results[n]) for k in results[n][0]} for n in servers
@@ -274,6 +310,30 @@ def main() -> None:
             f"| {m['paced_us']:.1f} ({m['paced_us'] / base['paced_us']:.2f}) "
             f"| {m['paced_p50_ms']:.1f} / {m['paced_p99_ms']:.1f} |"
         )
+
+
+def run_url(args: argparse.Namespace) -> None:
+    """Burst and paced fan-out through one running server."""
+    target: Target = args.url
+    runs = []
+    progress = Progress(args.reps)
+    for rep in range(args.reps):
+        result = asyncio.run(measure(target, args.server_pid, args))
+        runs.append(result)
+        progress.step(
+            f"rep {rep + 1}: burst {result['burst']:>9,.0f} deliv/s, paced fan-out p50 "
+            f"{result['paced_p50_ms']:.1f} ms"
+        )
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    cpu = f"{med['paced_us']:.1f}" if args.server_pid is not None else "n/a"
+    print(
+        f"\n{target.url}: {args.subs} subscribers, 64-byte messages, median of {args.reps} runs\n"
+    )
+    print("| burst deliveries/s | paced server CPU µs/delivery | paced fan-out p50 / p99 ms |")
+    print("|---|---|---|")
+    print(
+        f"| {med['burst']:,.0f} | {cpu} | {med['paced_p50_ms']:.1f} / {med['paced_p99_ms']:.1f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -174,6 +174,10 @@ class FrameParser:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
 
+    def discard(self) -> None:
+        """Drop every buffered byte: the connection is over and reads no more frames."""
+        self._buf = bytearray()
+
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as frames."""

@@ -63,8 +63,11 @@ _TARGET_RE = re.compile(r"[\x21-\x7e]+")
 # RFC 7230 §2.6: HTTP-version = "HTTP" "/" DIGIT "." DIGIT (ASCII digits, not \d).
 _VERSION_RE = re.compile(r"HTTP/([0-9])\.([0-9])")
 # RFC 7230 §3.1.2: status-line = HTTP-version SP status-code SP reason-phrase; an absent
-# reason phrase (and its space) is tolerated.
-_STATUS_LINE_RE = re.compile(r"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?")
+# reason phrase (and its space) is tolerated. The first digit of the code is its class
+# (RFC 7231 §6: 1xx to 5xx), so "000" to "099" are no status at all.
+_STATUS_LINE_RE = re.compile(
+    r"HTTP/([0-9])\.([0-9]) ([1-9][0-9]{2})(?: ([\t\x20-\x7e\x80-\xff]*))?"
+)
 
 # Statuses whose responses carry no body and no Content-Length (RFC 7230 §3.3.2, §3.3.3).
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -217,6 +220,7 @@ class Request:
     is_websocket: bool
     """True for a valid RFC 6455 upgrade request, False for a plain HTTP request."""
     _extensions: tuple[ExtensionOffer, ...] = attrs.field(init=False, repr=False, eq=False)
+    _subprotocols: tuple[str, ...] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         # Parsed once, here, so that bad syntax in an upgrade request is a 400 from
@@ -228,6 +232,20 @@ class Request:
                 raise
             offers = ()
         object.__setattr__(self, "_extensions", offers)
+        # RFC 6455 §4.1 item 10 and §11.3.4: the header is a list of tokens (1#token). A
+        # value that is not one could only be echoed into an invalid 101 response.
+        subprotocols = tuple(
+            token
+            for value in self.get_all("Sec-WebSocket-Protocol")
+            for token in parse_token_list(value)
+        )
+        for token in subprotocols:
+            if not is_token(token):
+                if self.is_websocket:
+                    raise _bad_request(f"invalid subprotocol {token[:64]!r}, not a token")
+                subprotocols = ()
+                break
+        object.__setattr__(self, "_subprotocols", subprotocols)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of header ``name`` (case-insensitive), several joined with ``", "``."""
@@ -256,11 +274,7 @@ class Request:
     @property
     def subprotocols(self) -> tuple[str, ...]:
         """The offered subprotocols in order, from every ``Sec-WebSocket-Protocol`` header."""
-        return tuple(
-            token
-            for value in self.get_all("Sec-WebSocket-Protocol")
-            for token in parse_token_list(value)
-        )
+        return self._subprotocols
 
     @property
     def extensions(self) -> tuple[ExtensionOffer, ...]:
@@ -419,7 +433,9 @@ class ServerHandshake:
                 raises the same error again.
         """
         if self._error is not None:
-            raise self._error
+            # A fresh traceback each time: re-raising the instance would extend its old
+            # one by a frame per call, for as long as a caller keeps feeding us.
+            raise self._error.with_traceback(None)
         if self._state is not _ServerState.RECEIVING:
             self._trailing += data
             return None
@@ -680,7 +696,9 @@ class ClientHandshake:
                 checks of RFC 6455 §4.1 (close code 1002, no HTTP status). Errors are sticky.
         """
         if self._error is not None:
-            raise self._error
+            # A fresh traceback each time: re-raising the instance would extend its old
+            # one by a frame per call, for as long as a caller keeps feeding us.
+            raise self._error.with_traceback(None)
         if self._response is not None:
             self._trailing += data
             return None
