@@ -573,3 +573,34 @@ async def test_a_chunk_of_many_messages_is_handed_out_with_checkpoints() -> None
             nursery.cancel_scope.cancel()
     # Each checkpoint lets the neighbour run once; trio may run us first in that batch.
     assert longest <= 2 * _MESSAGES_PER_CHECKPOINT
+
+
+async def test_a_fragmented_message_that_never_ends_is_closed_1008(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Empty continuations hold no memory, and keep the keepalive content: the message
+    deadline still ends them."""
+    from tests.conftest import demo_app, in_memory
+
+    app = demo_app(message_timeout=30, ping_interval=5)
+    async with in_memory(app) as connect, connect() as conn:
+        await conn.send({"type": "login", "name": "trickle"})
+        await conn.receive()
+        start = trio.current_time()
+        conn.protocol.send_text("never", final=False)
+        await conn.transport.send_all(conn.protocol.data_to_send())
+
+        async def trickle() -> ConnectionClosed:
+            while True:
+                conn.protocol.send_text("", final=False)  # an empty continuation a second
+                await conn.transport.send_all(conn.protocol.data_to_send())
+                with trio.move_on_after(1):
+                    try:
+                        await conn.receive()
+                    except ConnectionClosed as exc:
+                        return exc
+
+        closed = await trickle()
+        assert closed.code == 1008
+        assert closed.reason == "message timeout"
+        assert 30 <= trio.current_time() - start <= 40

@@ -37,6 +37,13 @@ class ServerConfig:
     """Seconds from the handshake to a successful login; then close 1008."""
     max_message_size: int | None = attrs.field(default=1 << 20, validator=_positive_or_none)
     """Largest message after reassembly and inflation, in bytes; over it close 1009."""
+    message_timeout: float | None = attrs.field(default=60.0, validator=_positive_or_none)
+    """Seconds a message sent in fragments may take from its first fragment to its last;
+    then close 1008 (a peer trickling empty continuations holds no memory, but must not
+    hold the connection for ever)."""
+    max_fragments: int | None = attrs.field(default=None, validator=_positive_or_none)
+    """Data frames one message may arrive in (``None``: the protocol core's default);
+    beyond it close 1009."""
     ping_interval: float | None = attrs.field(default=20.0, validator=_positive_or_none)
     """Seconds of silence from a client after which the server pings it."""
     ping_timeout: float | None = attrs.field(default=20.0, validator=_positive_or_none)

@@ -173,6 +173,8 @@ class WebSocketConnection:
         self._inbox_changed: trio.Event | None = None
         self._unyielded = 0
         self._on_admit: Callable[[], None] | None = None
+        self._message_seen: tuple[int, float] | None = None
+        self._closed_event: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection #{self.id} {self.remote or ''} {self.state.name}>"
@@ -185,6 +187,19 @@ class WebSocketConnection:
     def closed(self) -> ConnectionClosed | None:
         """How the connection ended, or ``None`` while it is open."""
         return self._closed
+
+    def message_started_at(self, now: float) -> float | None:
+        """When the fragmented message being received started, as first seen at a call
+        (the keepalive task calls it with the current time), or ``None`` between
+        messages."""
+        progress = self.protocol.message_in_progress
+        if progress is None:
+            self._message_seen = None
+            return None
+        seen = self._message_seen
+        if seen is None or seen[0] != progress.number:
+            self._message_seen = seen = (progress.number, now)
+        return seen[1]
 
     def admit(self) -> None:
         """Mark the connection admitted (logged in): it stops counting against the
@@ -348,9 +363,23 @@ class WebSocketConnection:
                 waiter.set()
         # Ping: the protocol queued the Pong already.
 
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait until the connection is closed (someone else must be receiving); return how.
+
+        Cancellation leaves the connection as it is.
+        """
+        if self._closed is None:
+            if self._closed_event is None:
+                self._closed_event = trio.Event()
+            await self._closed_event.wait()
+        assert self._closed is not None
+        return self._closed
+
     def _finish(self, closed: ConnectionClosed) -> None:
         if self._closed is None:
             self._closed = closed
+            if self._closed_event is not None:
+                self._closed_event.set()
             self._inbox_event()
             for waiter in self._pong_waiters.values():
                 waiter.set()

@@ -47,7 +47,7 @@ from ._transport import (
     is_fd_exhaustion,
     is_lost_before_accept,
 )
-from .protocol._connection import WebSocketProtocol
+from .protocol._connection import DEFAULT_MAX_FRAGMENTS, WebSocketProtocol
 from .protocol._deflate import negotiate_server
 from .protocol._errors import CloseCode, RemoteProtocolError
 from .protocol._frames import Role
@@ -335,7 +335,10 @@ class Server:
                             await service_nursery.start(service)
                         for job in background:
                             service_nursery.start_soon(job)
-                        if self.config.ping_interval is not None:
+                        if (
+                            self.config.ping_interval is not None
+                            or self.config.message_timeout is not None
+                        ):
                             service_nursery.start_soon(self._keepalive)
                         async with trio.open_nursery() as accept_nursery:
                             addresses = self._start_accepting(
@@ -484,15 +487,36 @@ class Server:
             nursery.start_soon(self._handle, StreamTransport(stream), remote, key)
 
     async def _keepalive(self) -> None:
-        """One task pings every quiet connection and closes those that stay silent (1011)."""
+        """One task pings every quiet connection and closes those that stay silent (1011),
+        and closes those whose fragmented message takes too long (1008)."""
         interval = self.config.ping_interval
         timeout = self.config.ping_timeout or math.inf
-        assert interval is not None
-        tick = max(min(interval, timeout) / 4, 0.05)
+        message_timeout = self.config.message_timeout
+        periods = [p for p in (interval, timeout, message_timeout) if p and p != math.inf]
+        tick = max(min(periods) / 4, 0.05)
         async with trio.open_nursery() as flushes:
             while True:
                 await trio.sleep(tick)
-                self._keepalive_tick(interval, timeout, flushes)
+                if interval is not None:
+                    self._keepalive_tick(interval, timeout, flushes)
+                if message_timeout is not None:
+                    self._message_deadlines(message_timeout, flushes)
+
+    def _message_deadlines(self, message_timeout: float, flushes: trio.Nursery) -> None:
+        """Close connections whose fragmented message started too long ago (1008)."""
+        now = trio.current_time()
+        for conn in list(self.connections):
+            started = conn.message_started_at(now)
+            if started is not None and now - started > message_timeout:
+                log.info("#%d message timeout: a fragmented message took too long", conn.id)
+                try:
+                    written = conn.close_nowait(CloseCode.POLICY_VIOLATION, "message timeout")
+                except ConnectionClosed:
+                    continue
+                if not written:  # left pending (always, on TLS): a bounded chance to go out
+                    flushes.start_soon(
+                        self._flush_then_abort, conn, CloseCode.POLICY_VIOLATION, "message timeout"
+                    )
 
     def _keepalive_tick(self, interval: float, timeout: float, flushes: trio.Nursery) -> None:
         """Ping the quiet connections, drop those whose ping went unanswered too long."""
@@ -517,11 +541,19 @@ class Server:
             elif now - conn.last_received > interval:
                 conn.ping_nowait()
 
-    async def _flush_then_abort(self, conn: WebSocketConnection) -> None:
-        """Give a keepalive Close that did not fit (always, on TLS) a bounded chance."""
+    async def _flush_then_abort(
+        self,
+        conn: WebSocketConnection,
+        code: int = CloseCode.INTERNAL_ERROR,
+        reason: str = "keepalive ping timeout",
+    ) -> None:
+        """Give a Close that did not fit (always, on TLS) a bounded chance, then drop the
+        connection unless the close handshake ended it meanwhile."""
         with trio.move_on_after(self.config.close_timeout):
             await _flush(conn)
-        conn.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            await conn.wait_closed()  # the reader sees the peer's reply
+            return
+        conn.abort(code, reason)
 
     # ------------------------------------------------------------------ one connection
 
@@ -662,7 +694,10 @@ class Server:
         except TransportClosed:
             return
         protocol = WebSocketProtocol(
-            Role.SERVER, deflate=deflate, max_message_size=config.max_message_size
+            Role.SERVER,
+            deflate=deflate,
+            max_message_size=config.max_message_size,
+            max_fragments=config.max_fragments or DEFAULT_MAX_FRAGMENTS,
         )
         conn = WebSocketConnection(
             transport,
