@@ -15,6 +15,18 @@ from trio_ws.demo.app import create_app
 from .conftest import logged_in, receive_json, running, wait_until
 
 
+class _AnyEpoch(str):
+    """Equal to any non-empty epoch string (a history's epoch is random)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_EPOCH = _AnyEpoch()
+
+
 async def request(conn: trio_ws.WebSocketConnection, message: dict[str, Any]) -> dict[str, Any]:
     await conn.send(message)
     return await receive_json(conn)
@@ -39,11 +51,13 @@ async def test_group_subscribe_publish_members_unsubscribe(demo_address: Any) ->
                 "type": "subscribed",
                 "group": "g1",
                 "seq": 0,
+                "epoch": ANY_EPOCH,
             }
             assert await request(bob, grouped("subscribe", "g1")) == {
                 "type": "subscribed",
                 "group": "g1",
                 "seq": 0,
+                "epoch": ANY_EPOCH,
             }
             await bob.send(grouped("publish", "g1", text="hi"))
             expected = {"type": "grouped", "group": "g1", "from": "Bob", "seq": 1, "text": "hi"}
@@ -100,7 +114,12 @@ async def test_since_replays_kept_history_with_a_gap(demo_address: Any) -> None:
                 await pub.send(grouped("publish", "g2", text=str(i)))
             await request(pub, {"type": "ping"})  # all 150 published
             await late.send(grouped("subscribe", "g2", since=10))
-            assert await receive_json(late) == {"type": "subscribed", "group": "g2", "seq": 150}
+            assert await receive_json(late) == {
+                "type": "subscribed",
+                "group": "g2",
+                "seq": 150,
+                "epoch": ANY_EPOCH,
+            }
             # 100 kept (51..150): 11..50 are gone.
             assert await receive_json(late) == {"type": "gap", "group": "g2", "from": 11, "to": 50}
             seqs = [(await receive_json(late))["seq"] for _ in range(100)]

@@ -53,6 +53,18 @@ from .conftest import (
 # Two nodes of one cluster
 
 
+class _AnyEpoch(str):
+    """Equal to any non-empty epoch string (a history's epoch is random)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_EPOCH = _AnyEpoch()
+
+
 @asynccontextmanager
 async def two_nodes(**config: Any) -> AsyncIterator[tuple[tuple[App, str], tuple[App, str]]]:
     """The demo app twice, on two ports, sharing one memory store: two nodes."""
@@ -161,7 +173,12 @@ async def test_since_is_served_by_another_node_than_the_publisher() -> None:
                 await late.send(
                     {"type": "grouped", "action": "subscribe", "group": "news", "since": 2}
                 )
-                assert await receive_json(late) == {"type": "subscribed", "group": "news", "seq": 5}
+                assert await receive_json(late) == {
+                    "type": "subscribed",
+                    "group": "news",
+                    "seq": 5,
+                    "epoch": ANY_EPOCH,
+                }
                 replayed = [await receive_json(late) for _ in range(3)]
                 assert [(m["seq"], m["text"]) for m in replayed] == [(3, "2"), (4, "3"), (5, "4")]
 
@@ -526,3 +543,34 @@ def test_json_goes_out_as_utf8_and_a_lone_surrogate_still_encodes() -> None:
 
     assert dumps({"t": "é"}) == '{"t":"é"}'
     assert dumps({"t": "\ud800"}) == '{"t":"\\ud800"}'
+
+
+async def test_a_since_from_another_epoch_replays_what_is_kept_with_a_gap() -> None:
+    with trio.fail_after(10):
+        async with two_nodes() as ((_a, address), _):
+            async with logged_in(address, "pub") as pub:
+                for i in range(3):
+                    await pub.send(
+                        {"type": "grouped", "action": "publish", "group": "e", "text": str(i)}
+                    )
+                await pub.send({"type": "grouped", "action": "subscribe", "group": "e"})
+                epoch = (await receive_json(pub))["epoch"]
+                # Same epoch: since 2 means "after message 2".
+                await pub.send({"type": "grouped", "action": "unsubscribe", "group": "e"})
+                await receive_json(pub)
+                for since_epoch, expected in ((epoch, [3]), ("lost", [1, 2, 3])):
+                    await pub.send(
+                        {
+                            "type": "grouped",
+                            "action": "subscribe",
+                            "group": "e",
+                            "since": 2,
+                            "epoch": since_epoch,
+                        }
+                    )
+                    reply = await receive_json(pub)
+                    assert (reply["seq"], reply["epoch"]) == (3, epoch)
+                    got = [(await receive_json(pub))["seq"] for _ in expected]
+                    assert got == expected
+                    await pub.send({"type": "grouped", "action": "unsubscribe", "group": "e"})
+                    assert (await receive_json(pub))["type"] == "unsubscribed"

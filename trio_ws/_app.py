@@ -247,13 +247,17 @@ class App:
         queue: str | BroadcastQueue,
         *,
         since: int | None = None,
+        epoch: str | None = None,
         reply: bool = True,
     ) -> int:
         """Subscribe ``client``; with ``since``, replay what it missed first.
 
-        With ``reply`` the client gets ``{"type": "subscribed", "group": ..., "seq": n}``
-        ahead of any ``gap`` and replay, all written before this returns. Returns the seq
-        after which the live stream starts.
+        With ``reply`` the client gets ``{"type": "subscribed", "group": ..., "seq": n,
+        "epoch": e}`` ahead of any ``gap`` and replay, all written before this returns.
+        A ``since`` given with another history's ``epoch`` (the broker lost its data, or
+        the queue was made anew) counts as 0: the client gets what is kept, and a gap for
+        the rest, not numbers that mean something else now. Returns the seq after which
+        the live stream starts.
 
         Raises:
             QueueError: a bad or unknown queue name, or too many queues.
@@ -261,7 +265,9 @@ class App:
         """
         if client.subscriber is None:
             client.subscriber = await self.hub.subscriber(client.connection, client.name)
-        return await self.hub.subscribe(queue, client.subscriber, since=since, reply=reply)
+        return await self.hub.subscribe(
+            queue, client.subscriber, since=since, epoch=epoch, reply=reply
+        )
 
     def unsubscribe(self, client: Client, queue: str | BroadcastQueue) -> bool:
         """Unsubscribe ``client``; nothing of the queue reaches it after this returns."""

@@ -113,6 +113,8 @@ class BroadcastQueue:
         self._subs: dict[Subscriber, Lane] = {}
         self._unflushed: list[Message] = []
         self._listening = False
+        self.epoch = ""
+        """The epoch of the queue's history, as this node last heard it from the broker."""
         self.seq = 0
         """The last sequence number this node has seen (0 before the first)."""
         self.published = 0
@@ -443,7 +445,8 @@ class BroadcastHub:
         seq`` no longer kept (or expired), then the kept messages after ``since``, then the
         live stream, with no duplicate and no hole (see the module docstring). A ``since``
         of another ``epoch`` counts as 0. With ``reply``, the PROTOCOL.md reply
-        ``{"type": "subscribed", "group": ..., "seq": n}`` goes ahead of all that. What
+        ``{"type": "subscribed", "group": ..., "seq": n, "epoch": e}`` goes ahead of all
+        that (a client resumes later with this ``since`` and ``epoch``). What
         is owed is written (or queued behind what is pending) before this returns.
 
         Subscribing twice is harmless: nothing is replayed again, and the returned seq is
@@ -461,7 +464,7 @@ class BroadcastHub:
             self.engine.flush_queue(q)
             seq = lane.position(q.seq)
             if reply:
-                lane.notices.append(self._subscribed_frame(q, seq))
+                lane.notices.append(self._subscribed_frame(q, seq, q.epoch))
                 self.engine.deliver_now(subscriber)
             return seq
         if not q._listening:
@@ -483,13 +486,14 @@ class BroadcastHub:
             raise
         if q._subs.get(subscriber) is not lane:
             return replay.seq  # unsubscribed or removed while the replay was read
-        if replay.seq > q.seq:
+        if replay.seq > q.seq or replay.epoch != q.epoch:
             q.seq = replay.seq
+        q.epoch = replay.epoch
         self.engine.flush_queue(q)  # live messages that arrived meanwhile join the lane
         subscriber._buffer.release_lane(
             q,
             seq=replay.seq,
-            notices=[self._subscribed_frame(q, replay.seq)] if reply else (),
+            notices=[self._subscribed_frame(q, replay.seq, replay.epoch)] if reply else (),
             gap=replay.gap,
             messages=replay.messages,
         )
@@ -617,5 +621,5 @@ class BroadcastHub:
             if not sub.removed and not isinstance(sub, ChannelSubscriber):
                 await self.subscribe(queue, sub)
 
-    def _subscribed_frame(self, queue: BroadcastQueue, seq: int) -> bytes:
-        return notice_frame({"type": "subscribed", "group": queue.name, "seq": seq})
+    def _subscribed_frame(self, queue: BroadcastQueue, seq: int, epoch: str) -> bytes:
+        return notice_frame({"type": "subscribed", "group": queue.name, "seq": seq, "epoch": epoch})

@@ -34,6 +34,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMOS = ROOT / "demos"
 
 
+class _AnyEpoch(str):
+    """Equal to any non-empty epoch string (a history's epoch is random)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_EPOCH = _AnyEpoch()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -162,6 +174,7 @@ async def test_chat_room(tmp_path: Path) -> None:
                     "type": "subscribed",
                     "group": "lobby",
                     "seq": 0,
+                    "epoch": ANY_EPOCH,
                 }
                 for i in range(1, 56):
                     await alice.send({"type": "say", "room": "lobby", "text": f"m{i}"})
@@ -185,6 +198,7 @@ async def test_chat_room(tmp_path: Path) -> None:
                     "type": "subscribed",
                     "group": "lobby",
                     "seq": 55,
+                    "epoch": ANY_EPOCH,
                 }
                 history = [await receive_json(bob) for _ in range(50)]
                 assert [m["text"] for m in history] == [f"m{i}" for i in range(6, 56)]

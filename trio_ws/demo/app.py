@@ -48,6 +48,15 @@ def _since(message: dict[str, Any]) -> int | None:
     return since
 
 
+def _epoch(message: dict[str, Any]) -> str | None:
+    epoch = message.get("epoch")
+    if epoch is None:
+        return None
+    if not isinstance(epoch, str) or len(epoch) > 64:
+        raise ServiceError("bad_message", "field 'epoch' must be a string (from 'subscribed')")
+    return epoch
+
+
 def _group(message: dict[str, Any]) -> str:
     group = message.get("group")
     if not isinstance(group, str):
@@ -112,7 +121,9 @@ def create_app(
     async def grouped(client: Client, message: dict[str, Any]) -> None:
         action = message["action"]
         if action == "subscribe":
-            await app.subscribe(client, _group(message), since=_since(message))
+            await app.subscribe(
+                client, _group(message), since=_since(message), epoch=_epoch(message)
+            )
         elif action == "unsubscribe":
             group = _group(message)
             app.unsubscribe(client, group)
@@ -136,7 +147,7 @@ def create_app(
     async def streamed(client: Client, message: dict[str, Any]) -> None:
         action = message["action"]
         if action == "subscribe":
-            await app.subscribe(client, STREAM, since=_since(message))
+            await app.subscribe(client, STREAM, since=_since(message), epoch=_epoch(message))
         elif action == "unsubscribe":
             app.unsubscribe(client, STREAM)
             await client.send({"type": "unsubscribed", "group": STREAM})

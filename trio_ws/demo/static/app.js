@@ -221,10 +221,10 @@
     $("app-view").hidden = false;
     // Resume: every group and the stream, from the last sequence number seen.
     for (const [group, g] of state.groups) {
-      send({ type: "grouped", action: "subscribe", group, since: g.lastSeq });
+      send({ type: "grouped", action: "subscribe", group, since: g.lastSeq, epoch: g.epoch });
     }
     if (state.stream.wanted) {
-      send({ type: "streamed", action: "subscribe", since: state.stream.lastSeq });
+      send({ type: "streamed", action: "subscribe", since: state.stream.lastSeq, epoch: state.stream.epoch });
     }
     renderGroups();
     refreshShown();
@@ -350,10 +350,13 @@
     if (m.group === STREAM_GROUP && state.stream.wanted) {
       state.stream.subscribed = true;
       state.stream.since = Date.now();
-      // A lower seq than we saw means the queue started again (a server restart).
-      if (m.seq < state.stream.lastSeq) {
+      // Another epoch, or a lower seq than we saw, means the history started again (the
+      // server or its broker restarted): the numbers we kept mean nothing now.
+      const restarted = (state.stream.epoch && m.epoch !== state.stream.epoch) || m.seq < state.stream.lastSeq;
+      state.stream.epoch = m.epoch;
+      if (restarted) {
         notice($("stream-notices"), `The stream started again at #${m.seq} (the server restarted).`);
-        state.stream.lastSeq = m.seq;
+        state.stream.lastSeq = 0;  // the server replays what it keeps of the new history
       } else if (!state.stream.lastSeq) {
         state.stream.lastSeq = m.seq;
       }
@@ -363,9 +366,11 @@
     const g = state.groups.get(m.group);
     if (!g) return;
     g.subscribed = true;
-    if (m.seq < g.lastSeq) {
+    const restarted = (g.epoch && m.epoch !== g.epoch) || m.seq < g.lastSeq;
+    g.epoch = m.epoch;
+    if (restarted) {
       addLog($("group-log"), { cls: "notice", tag: m.group, text: `Group restarted at #${m.seq} (the server restarted).` });
-      g.lastSeq = m.seq;
+      g.lastSeq = 0;  // the server replays what it keeps of the new history
     } else if (!g.lastSeq) {
       g.lastSeq = m.seq;
     }
