@@ -456,3 +456,34 @@ class QueueMachine(RuleBasedStateMachine):
 
 QueueMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
 test_queue_model_property = QueueMachine.TestCase
+
+
+def test_a_byte_budget_drops_the_oldest_of_the_lane_and_reports_them() -> None:
+    buffer = SubscriberBuffer(100, max_bytes=250)
+    lane = buffer.add_lane("q")
+    big = [Message(seq, b"x" * 100) for seq in range(1, 5)]
+    assert [buffer.offer(lane, m, "drop") for m in big] == [OFFERED, OFFERED, DROPPED, DROPPED]
+    assert buffer.bytes == 200  # never over 250
+    assert buffer.take_round() == [Gap(1, 2, "q"), big[2], big[3]]
+    assert buffer.bytes == 0
+    other = buffer.add_lane("other")
+    assert buffer.offer(other, Message(1, b"y" * 200), "drop") == OFFERED
+    # The budget is held by the other lane: the new message itself is missed.
+    assert buffer.offer(lane, Message(5, b"x" * 100), "drop") == DROPPED
+    assert buffer.take_round() == [Gap(5, 5, "q"), msg_like(1)]
+    kick = SubscriberBuffer(100, max_bytes=150)
+    kick_lane = kick.add_lane("k")
+    assert kick.offer(kick_lane, Message(1, b"x" * 100), "disconnect") == OFFERED
+    assert kick.offer(kick_lane, Message(2, b"x" * 100), "disconnect") == OVERFLOW
+
+
+def test_a_round_can_be_bounded_in_bytes() -> None:
+    buffer = SubscriberBuffer(100)
+    lane = buffer.add_lane("q")
+    for seq in range(1, 11):
+        buffer.offer(lane, Message(seq, b"x" * 100), "drop")
+    first = buffer.take_round(max_bytes=250)
+    assert [m.seq for m in first] == [1, 2, 3]  # reaches 250 with the third
+    assert buffer.size == 7
+    assert buffer.bytes == 700
+    assert [m.seq for m in buffer.take_round()] == list(range(4, 11))

@@ -574,3 +574,20 @@ async def test_a_since_from_another_epoch_replays_what_is_kept_with_a_gap() -> N
                     assert got == expected
                     await pub.send({"type": "grouped", "action": "unsubscribe", "group": "e"})
                     assert (await receive_json(pub))["type"] == "unsubscribed"
+
+
+async def test_a_stalled_subscriber_holds_at_most_its_byte_budget() -> None:
+    hub = BroadcastHub(max_subscriber_bytes=64 << 10)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            async with hub.open_subscription("g") as channel:
+                [stalled] = list(hub._subscribers)
+                for _ in range(100):  # 1 MB for a consumer that does not read
+                    await hub.publish("g", "x" * 10_000)
+                    assert stalled.buffered_bytes <= 64 << 10
+                kept = stalled.buffered
+                first = await channel.receive()
+                assert isinstance(first, QueueGap)
+                assert (first.first, first.last) == (1, 100 - kept)  # the rest, exactly
+            nursery.cancel_scope.cancel()

@@ -101,6 +101,7 @@ class App:
         self.hub = BroadcastHub(
             broker=self.broker,
             max_subscriber_buffer=self.config.max_subscriber_buffer,
+            max_subscriber_bytes=self.config.max_subscriber_bytes,
             close_timeout=self.config.close_timeout,
             queue_defaults=queue_defaults,
         )

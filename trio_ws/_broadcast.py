@@ -268,6 +268,8 @@ class BroadcastHub:
             default.
         max_subscriber_buffer: messages of one queue a subscriber may have waiting before
             the queue's policy applies (``ServerConfig.max_subscriber_buffer``).
+        max_subscriber_bytes: bytes a subscriber may have waiting in all its queues
+            before the policy applies (``ServerConfig.max_subscriber_bytes``).
         max_queues: how many queues :meth:`get_or_create` may create on first use.
         dynamic_queues: whether unknown queue names create queues (else ``unknown_group``).
         queue_defaults: the options of queues created on first use
@@ -282,6 +284,7 @@ class BroadcastHub:
         *,
         broker: Broker | None = None,
         max_subscriber_buffer: int = 1000,
+        max_subscriber_bytes: int | None = 8 << 20,
         max_queues: int = 1000,
         dynamic_queues: bool = True,
         queue_defaults: QueueOptions | Mapping[str, Any] | None = None,
@@ -294,6 +297,7 @@ class BroadcastHub:
         self.broker.on_message = self._on_message
         self.broker.on_retract = self._on_retract
         self.max_subscriber_buffer = max_subscriber_buffer
+        self.max_subscriber_bytes = max_subscriber_bytes
         self.max_queues = max_queues
         self.dynamic_queues = dynamic_queues
         if queue_defaults is None or isinstance(queue_defaults, QueueOptions):
@@ -414,7 +418,7 @@ class BroadcastHub:
     # ------------------------------------------------------------------ subscribers
 
     def _new_subscriber(self, connection: WebSocketConnection, name: str) -> Subscriber:
-        sub = Subscriber(connection, name, self.max_subscriber_buffer)
+        sub = Subscriber(connection, name, self.max_subscriber_buffer, self.max_subscriber_bytes)
         self._subscribers[sub] = None
         return sub
 
@@ -464,7 +468,9 @@ class BroadcastHub:
             self.engine.flush_queue(q)
             seq = lane.position(q.seq)
             if reply:
-                lane.notices.append(self._subscribed_frame(q, seq, q.epoch))
+                # One pending notice per lane: a backed-up subscriber that keeps asking
+                # gets the latest answer once, not a pile of them.
+                lane.notices[:] = [self._subscribed_frame(q, seq, q.epoch)]
                 self.engine.deliver_now(subscriber)
             return seq
         if not q._listening:
@@ -576,7 +582,7 @@ class BroadcastHub:
         given, shows in the queue's presence. Leaving the block unsubscribes.
         """
         q = self._resolve(queue)
-        sub = ChannelSubscriber(name, self.max_subscriber_buffer)
+        sub = ChannelSubscriber(name, self.max_subscriber_buffer, self.max_subscriber_bytes)
         self._subscribers[sub] = None
         try:
             await self.subscribe(q, sub, since=since)

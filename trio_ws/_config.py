@@ -79,7 +79,11 @@ class ServerConfig:
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     """Seconds to wait for the peer's Close reply, and the grace period of a shutdown."""
     max_subscriber_buffer: int = attrs.field(default=1000, validator=_positive)
-    """Messages a broadcast subscriber may have waiting before its queue's policy applies."""
+    """Messages a broadcast subscriber may have waiting (per queue) before its queue's
+    policy applies."""
+    max_subscriber_bytes: int | None = attrs.field(default=8 << 20, validator=_positive_or_none)
+    """Bytes a broadcast subscriber may have waiting in all its queues before the
+    policy applies (``None``: only the message count bounds it)."""
     rate_limit: tuple[int, float] | None = attrs.field(default=None)
     """``(messages, seconds)``: a logged-in client sending faster gets ``rate_limited``
     errors for the excess (a token bucket of ``messages`` refilled over ``seconds``)."""

@@ -154,7 +154,9 @@ class WebSocketConnection:
         self.ping_sent_at: float | None = None
         self.messages_in = 0
         self.messages_out = 0
-        self._pending: list[bytes] = []  # bytes the kernel did not take yet, in order
+        # What the kernel did not take yet, in order. The rest of a partly written frame is
+        # kept as a view: a frame shared by a thousand subscribers is not copied for each.
+        self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
         self._draining = False
         self._drained: trio.Event | None = None
@@ -429,7 +431,7 @@ class WebSocketConnection:
             raise self._closed_error() from None
         if sent == len(data):
             return True
-        self._pending.append(data[sent:] if sent else data)
+        self._pending.append(memoryview(data)[sent:] if sent else data)
         self._pending_size += len(data) - sent
         return False
 

@@ -59,6 +59,10 @@ __all__ = ["DeliveryEngine", "notice_frame"]
 log = logging.getLogger("trio_ws.broadcast")
 
 _TEXT = Opcode.TEXT
+# A backlogged subscriber's round is joined into one write of at most about this many
+# bytes (and at least one message): the rest waits in its buffer as shared messages, not
+# as a joined copy per subscriber.
+_ROUND_BYTES = 256 << 10
 
 
 def notice_frame(message: dict[str, Any]) -> bytes:
@@ -232,7 +236,7 @@ class DeliveryEngine:
         assert conn is not None
         buffer = sub._buffer
         while True:
-            items = buffer.take_round()
+            items = buffer.take_round(_ROUND_BYTES)
             if not items:
                 return True
             if not conn.writable:

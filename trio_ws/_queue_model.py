@@ -385,13 +385,20 @@ class SubscriberBuffer:
     Args:
         capacity: messages that may wait in one lane (notices and the gap aside). A replay
             may exceed it once; live messages then find the lane full.
+        max_bytes: bytes (of frames) that may wait in all lanes together; over it a live
+            message is handled as for a full lane (``None``: no byte bound).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, not {capacity}")
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive or None, not {max_bytes}")
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.size = 0
+        self.bytes = 0
+        """Bytes of the frames of the messages waiting."""
         self.lanes: dict[Hashable, Lane] = {}
         self._order: list[Lane] = []
         self._subscriptions = 0
@@ -423,6 +430,7 @@ class SubscriberBuffer:
         lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
         lane.messages.extend(messages)
         self.size += len(lane.messages)
+        self.bytes += sum(len(m.frame) for m in lane.messages)
         self.lanes[queue] = lane
         self._order.append(lane)
         self._order.sort(key=lambda ln: (-ln.priority, ln.order))
@@ -450,7 +458,7 @@ class SubscriberBuffer:
         lane.held = False
         live = lane.messages
         while live and live[0].seq <= seq:
-            live.popleft()
+            self.bytes -= len(live.popleft().frame)
             self.size -= 1
         replay = [m for m in messages if m.seq <= seq]
         held_gap = lane.gap
@@ -461,6 +469,7 @@ class SubscriberBuffer:
             lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
             live.extendleft(reversed(replay))
             self.size += len(replay)
+            self.bytes += sum(len(m.frame) for m in replay)
         lane.notices[:0] = list(notices)
         return lane
 
@@ -470,6 +479,7 @@ class SubscriberBuffer:
         if lane is not None:
             self._order.remove(lane)
             self.size -= len(lane.messages)
+            self.bytes -= sum(len(m.frame) for m in lane.messages)
         return lane
 
     def clear(self) -> None:
@@ -477,31 +487,55 @@ class SubscriberBuffer:
         self.lanes.clear()
         self._order.clear()
         self.size = 0
+        self.bytes = 0
 
     def offer(self, lane: Lane, message: Message, policy: Policy) -> int:
         """Queue a live message; return OFFERED, DROPPED (policy drop) or OVERFLOW.
 
-        The lane is full when it holds ``capacity`` messages. OVERFLOW (policy
-        ``disconnect`` on a full lane) changes nothing: the caller is expected to close the
-        subscriber.
+        The lane is full when it holds ``capacity`` messages, or when the message would
+        take the buffer over ``max_bytes``. OVERFLOW (policy ``disconnect``, full)
+        changes nothing: the caller is expected to close the subscriber. DROPPED: the
+        oldest messages of the lane made room, or, when the lane has none left and the
+        budget is still short (other lanes hold it), the new one is missed; either way
+        the lane's pending gap says exactly what.
         """
-        if len(lane.messages) < self.capacity:
-            lane.messages.append(message)
+        size = len(message.frame)
+        max_bytes = self.max_bytes
+        messages = lane.messages
+        if len(messages) < self.capacity and (max_bytes is None or self.bytes + size <= max_bytes):
+            messages.append(message)
             self.size += 1
+            self.bytes += size
             return OFFERED
         if policy == "disconnect":
             return OVERFLOW
-        messages = lane.messages
-        if messages:
-            lane.miss(messages.popleft().seq)
+        if len(messages) >= self.capacity:  # one for one (a replay may stay over capacity)
+            self._drop_oldest(lane)
+        while messages and max_bytes is not None and self.bytes + size > max_bytes:
+            self._drop_oldest(lane)
+        if max_bytes is None or self.bytes + size <= max_bytes:
             messages.append(message)
+            self.size += 1
+            self.bytes += size
         else:
             lane.miss(message.seq)
         return DROPPED
 
-    def take_round(self) -> list[Item]:
-        """Hand out one round: every lane by priority, at most ``quota`` messages each."""
+    def _drop_oldest(self, lane: Lane) -> None:
+        oldest = lane.messages.popleft()
+        self.size -= 1
+        self.bytes -= len(oldest.frame)
+        lane.miss(oldest.seq)
+
+    def take_round(self, max_bytes: int | None = None) -> list[Item]:
+        """Hand out one round: every lane by priority, at most ``quota`` messages each.
+
+        With ``max_bytes`` the round stops once its messages' frames reach that many bytes
+        (it holds at least one message): what a writer joins for one write stays bounded,
+        and the rest keeps waiting, shared, in the buffer.
+        """
         out: list[Item] = []
+        budget = max_bytes
         for lane in self._order:
             if lane.held:
                 continue
@@ -515,17 +549,26 @@ class SubscriberBuffer:
             if not messages:
                 continue
             quota = lane.quota
-            if quota is None or quota >= len(messages):
+            if budget is None and (quota is None or quota >= len(messages)):
                 taken = len(messages)
+                self.bytes -= sum(len(m.frame) for m in messages)
                 out.extend(m for m in messages if not m.retracted)
                 messages.clear()
             else:
                 taken = given = 0
-                while messages and given < quota:
+                limit = quota if quota is not None else len(messages)
+                while messages and given < limit:
                     message = messages.popleft()
                     taken += 1
+                    self.bytes -= len(message.frame)
                     if not message.retracted:
                         out.append(message)
                         given += 1
+                        if budget is not None:
+                            budget -= len(message.frame)
+                            if budget <= 0:
+                                break
             self.size -= taken
+            if budget is not None and budget <= 0:
+                break
         return out

@@ -55,10 +55,16 @@ class Subscriber:
 
     __slots__ = ("_buffer", "_state", "_variant", "_waiter", "connection", "name")
 
-    def __init__(self, connection: WebSocketConnection | None, name: str, capacity: int) -> None:
+    def __init__(
+        self,
+        connection: WebSocketConnection | None,
+        name: str,
+        capacity: int,
+        max_bytes: int | None = None,
+    ) -> None:
         self.connection = connection
         self.name = name
-        self._buffer = SubscriberBuffer(capacity)
+        self._buffer = SubscriberBuffer(capacity, max_bytes)
         self._state = IDLE
         self._waiter: trio.Event | None = None
         deflate = connection.protocol.deflate if connection is not None else None
@@ -95,6 +101,11 @@ class Subscriber:
         return self._buffer.size
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes (of frames) waiting in this subscriber's buffer."""
+        return self._buffer.bytes
+
+    @property
     def removed(self) -> bool:
         """Whether the subscriber was removed (disconnect, takeover, or too slow)."""
         return self._state is CLOSED
@@ -105,8 +116,8 @@ class ChannelSubscriber(Subscriber):
 
     __slots__ = ("overflowed",)
 
-    def __init__(self, name: str, capacity: int) -> None:
-        super().__init__(None, name, capacity)
+    def __init__(self, name: str, capacity: int, max_bytes: int | None = None) -> None:
+        super().__init__(None, name, capacity, max_bytes)
         self._move(DRAINING)
         self.overflowed = False
         """Removed by a ``disconnect`` queue for being too slow."""

@@ -31,7 +31,7 @@ class Transport(Protocol):
     def send_nowait(self, data: bytes) -> int:
         """Write what fits without waiting; return the number of bytes written (maybe 0)."""
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes | memoryview) -> None:
         """Write everything, waiting as needed. One caller at a time."""
 
     async def aclose(self) -> None:
@@ -98,7 +98,7 @@ class SocketTransport:
         except OSError as exc:
             raise TransportClosed(str(exc)) from exc
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         sock = self.sock
         while view:
@@ -168,7 +168,7 @@ class StreamTransport:
             raise TransportClosed("transport closed")
         return 0  # a generic stream has no non-blocking write; the caller awaits send_all
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes | memoryview) -> None:
         if self._closed:
             raise TransportClosed("transport closed")
         with trio.CancelScope() as scope:
