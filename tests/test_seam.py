@@ -264,7 +264,7 @@ async def read_until_closed(ws: trio_ws.WebSocketConnection) -> tuple[list[int],
 
 
 async def test_a_backlogged_subscriber_gets_its_backlog_then_1001_at_shutdown() -> None:
-    app = App(config=ServerConfig(max_subscriber_buffer=5000))
+    app = App(config=ServerConfig(max_subscriber_buffer=5000, max_subscriber_bytes=None))
     queue = app.queue("g", history=0)
 
     @app.service("sub")
@@ -585,7 +585,9 @@ async def test_a_stalled_subscriber_holds_at_most_its_byte_budget() -> None:
                 [stalled] = list(hub._subscribers)
                 for _ in range(100):  # 1 MB for a consumer that does not read
                     await hub.publish("g", "x" * 10_000)
+                    await trio.testing.wait_all_tasks_blocked()  # delivered to the buffer
                     assert stalled.buffered_bytes <= 64 << 10
+                assert stalled.buffered_bytes > 50_000  # full, not empty
                 kept = stalled.buffered
                 first = await channel.receive()
                 assert isinstance(first, QueueGap)
