@@ -593,3 +593,38 @@ async def test_a_stalled_subscriber_holds_at_most_its_byte_budget() -> None:
                 assert isinstance(first, QueueGap)
                 assert (first.first, first.last) == (1, 100 - kept)  # the rest, exactly
             nursery.cancel_scope.cancel()
+
+
+async def test_publishing_to_new_names_leaves_nothing_and_cannot_exhaust_the_groups() -> None:
+    app = create_app(ticks_per_second=0.001)
+    with trio.fail_after(20):
+        async with running(app) as address, logged_in(address, "spammer") as spammer:
+            before = len(app.hub.queues)
+            for i in range(1200):  # more than max_queues used to allow for ever
+                await spammer.send(
+                    {"type": "grouped", "action": "publish", "group": f"n{i}", "text": "x"}
+                )
+            await spammer.send({"type": "ping"})
+            assert await receive_json(spammer) == {"type": "pong"}
+            assert len(app.hub.queues) == before  # no queue object kept for any of them
+            async with logged_in(address, "late") as late:
+                await late.send({"type": "grouped", "action": "subscribe", "group": "fresh"})
+                assert (await receive_json(late))["type"] == "subscribed"
+                assert "fresh" in app.hub.queues
+                await late.send({"type": "grouped", "action": "unsubscribe", "group": "fresh"})
+                assert (await receive_json(late))["type"] == "unsubscribed"
+                assert "fresh" not in app.hub.queues  # forgotten with its last subscriber
+
+
+async def test_a_client_may_hold_at_most_its_share_of_subscriptions() -> None:
+    app = create_app(config=ServerConfig(max_subscriptions_per_client=3), ticks_per_second=0.001)
+    with trio.fail_after(10):
+        async with running(app) as address, logged_in(address, "greedy") as greedy:
+            for i in range(3):
+                await greedy.send({"type": "grouped", "action": "subscribe", "group": f"g{i}"})
+                assert (await receive_json(greedy))["type"] == "subscribed"
+            await greedy.send({"type": "grouped", "action": "subscribe", "group": "g0"})
+            assert (await receive_json(greedy))["type"] == "subscribed"  # again: still fine
+            await greedy.send({"type": "grouped", "action": "subscribe", "group": "g3"})
+            reply = await receive_json(greedy)
+            assert (reply["type"], reply["code"]) == ("error", "too_many_subscriptions")

@@ -25,7 +25,7 @@ from ._connection import WebSocketConnection
 from ._http import HttpRouter
 from ._login import LoginPolicy, authenticates_nobody, unique_names
 from ._metrics import healthz, metrics, metrics_text, queue_stats
-from ._queue_model import Policy, QueueOptions
+from ._queue_model import Policy, QueueError, QueueOptions
 from ._server import Address, Server, SubprotocolSelector
 from ._services import FieldTypes, Service, ServiceEntry, ServiceStatistics
 from ._session import SessionDriver
@@ -266,6 +266,13 @@ class App:
         """
         if client.subscriber is None:
             client.subscriber = await self.hub.subscriber(client.connection, client.name)
+        limit = self.config.max_subscriptions_per_client
+        name = queue.name if isinstance(queue, BroadcastQueue) else queue
+        subscriptions = client.subscriber.subscriptions
+        if len(subscriptions) >= limit and name not in subscriptions:
+            raise QueueError(
+                "too_many_subscriptions", f"a client may subscribe to at most {limit} groups"
+            )
         return await self.hub.subscribe(
             queue, client.subscriber, since=since, epoch=epoch, reply=reply
         )
@@ -287,8 +294,7 @@ class App:
 
         Never waits for a subscriber; see :meth:`BroadcastQueue.publish`.
         """
-        target = queue if isinstance(queue, BroadcastQueue) else self.hub.get_or_create(queue)
-        return await target.publish(message, key=key)
+        return await self.hub.publish(queue, message, key=key)
 
     async def members(self, queue: str | BroadcastQueue) -> list[str]:
         """The sorted names subscribed to ``queue`` on any node (presence)."""

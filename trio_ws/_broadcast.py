@@ -113,6 +113,9 @@ class BroadcastQueue:
         self._subs: dict[Subscriber, Lane] = {}
         self._unflushed: list[Message] = []
         self._listening = False
+        self.dynamic = False
+        """Made on first use: forgotten by this node when its last subscriber leaves (the
+        broker keeps its history)."""
         self.epoch = ""
         """The epoch of the queue's history, as this node last heard it from the broker."""
         self.seq = 0
@@ -270,7 +273,8 @@ class BroadcastHub:
             the queue's policy applies (``ServerConfig.max_subscriber_buffer``).
         max_subscriber_bytes: bytes a subscriber may have waiting in all its queues
             before the policy applies (``ServerConfig.max_subscriber_bytes``).
-        max_queues: how many queues :meth:`get_or_create` may create on first use.
+        max_queues: how many queues made on first use (and still subscribed to) this node
+            may hold.
         dynamic_queues: whether unknown queue names create queues (else ``unknown_group``).
         queue_defaults: the options of queues created on first use
             (:data:`DYNAMIC_QUEUE_DEFAULTS` by default: 100 messages, 256 KiB).
@@ -285,7 +289,7 @@ class BroadcastHub:
         broker: Broker | None = None,
         max_subscriber_buffer: int = 1000,
         max_subscriber_bytes: int | None = 8 << 20,
-        max_queues: int = 1000,
+        max_queues: int = 10_000,
         dynamic_queues: bool = True,
         queue_defaults: QueueOptions | Mapping[str, Any] | None = None,
         close_timeout: float = 5.0,
@@ -359,7 +363,8 @@ class BroadcastHub:
 
         Raises:
             QueueError: ``bad_group``, ``unknown_group`` (dynamic queues are off) or
-                ``too_many_groups`` (``max_queues`` were created on first use already).
+                ``too_many_groups`` (``max_queues`` made on first use exist on this node;
+                one is forgotten when its last subscriber leaves).
         """
         queue = self.queues.get(name)
         if queue is not None:
@@ -370,14 +375,29 @@ class BroadcastHub:
         if self._dynamic >= self.max_queues:
             raise QueueError("too_many_groups", f"at most {self.max_queues} groups may exist")
         queue = self.queue(name, self.queue_defaults)
+        queue.dynamic = True
         self._dynamic += 1
         return queue
 
     async def publish(
         self, queue: str | BroadcastQueue, message: dict[str, Any] | str | bytes, **kw: Any
     ) -> int:
-        """``await get_or_create(queue).publish(message, ...)``."""
-        return await self._resolve(queue).publish(message, **kw)
+        """Publish to a queue by name (or object); return the seq.
+
+        A name this node holds no queue for is published through the broker with
+        ``queue_defaults`` without making a queue here: publishing to a thousand new
+        names costs this node nothing that lasts (the broker's history is bounded in
+        bytes).
+        """
+        if isinstance(queue, BroadcastQueue):
+            return await queue.publish(message, **kw)
+        held = self.queues.get(queue)
+        if held is None:
+            check_queue_name(queue)
+            if not self.dynamic_queues:
+                raise QueueError("unknown_group", f"no group {queue}")
+            held = BroadcastQueue(self, queue, self.queue_defaults)  # not kept
+        return await held.publish(message, **kw)
 
     async def members(self, queue: str | BroadcastQueue) -> list[str]:
         """The sorted names subscribed to ``queue`` on any node (``[]`` for none)."""
@@ -461,6 +481,8 @@ class BroadcastHub:
             BrokerUnavailable: the broker cannot be reached; nothing changed.
         """
         q = self._resolve(queue)
+        if q.dynamic and self.queues.get(q.name) is not q:
+            q = self.get_or_create(q.name)  # forgotten since (its last subscriber left)
         if subscriber._state is CLOSED:
             return q.seq
         lane = q._subs.get(subscriber)
@@ -524,9 +546,13 @@ class BroadcastHub:
             return
         subscriber._buffer.remove_lane(q)
         self._presence(q, subscriber, -1)
-        if not q._subs and q._listening:
-            q._listening = False
-            self.broker.unlisten(q.name)
+        if not q._subs:
+            if q._listening:
+                q._listening = False
+                self.broker.unlisten(q.name)
+            if q.dynamic and self.queues.get(q.name) is q:
+                del self.queues[q.name]  # nothing of it lasts here; the broker has the rest
+                self._dynamic -= 1
 
     def _presence(self, q: BroadcastQueue, subscriber: Subscriber, delta: int) -> None:
         if subscriber.name:
@@ -564,10 +590,12 @@ class BroadcastHub:
             lane = q._subs.get(old)
             if lane is not None:
                 positions.append((q, lane.position(q.seq)))
-        self.remove(old)
+        # The new subscriber joins before the old one leaves, so a queue made on demand is
+        # not forgotten in between.
         for q, since in positions:
             if not new.removed:
                 await self.subscribe(q, new, since=since)
+        self.remove(old)
 
     @asynccontextmanager
     async def open_subscription(

@@ -81,6 +81,8 @@ class ServerConfig:
     max_subscriber_buffer: int = attrs.field(default=1000, validator=_positive)
     """Messages a broadcast subscriber may have waiting (per queue) before its queue's
     policy applies."""
+    max_subscriptions_per_client: int = attrs.field(default=100, validator=_positive)
+    """Queues one client may be subscribed to at once; beyond it ``too_many_subscriptions``."""
     max_subscriber_bytes: int | None = attrs.field(default=8 << 20, validator=_positive_or_none)
     """Bytes a broadcast subscriber may have waiting in all its queues before the
     policy applies (``None``: only the message count bounds it)."""
