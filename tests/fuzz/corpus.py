@@ -19,7 +19,7 @@ REQUESTS = [
     b"Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n"
     b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, "
     b"permessage-deflate; server_max_window_bits=10; server_no_context_takeover\r\n"
-    b"Cookie: a=b; c=\"d\"\r\n\r\n",
+    b'Cookie: a=b; c="d"\r\n\r\n',
     b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, upgrade\r\n"
     b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x85abcd",
     b"GET /healthz HTTP/1.0\r\n\r\n",
