@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import tracemalloc
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -101,18 +102,31 @@ def test_compressed_one_byte_fragments_cost_their_bytes() -> None:
     assert growth < 2 * count + 64 * 1024, f"{growth} bytes held for {count} inflated bytes"
 
 
-def test_the_buffer_is_released_when_the_connection_fails() -> None:
-    proto = server(max_fragments=None)
+@pytest.mark.parametrize(
+    "end",
+    [
+        pytest.param(lambda proto: proto.receive_eof(), id="eof"),
+        pytest.param(
+            lambda proto: proto.receive_data(raw_frame(Opcode.CLOSE, b"\x03\xe8", mask=MASK)),
+            id="peer-close",
+        ),
+    ],
+)
+def test_a_half_received_message_is_released_when_the_connection_ends(
+    end: Callable[[WebSocketProtocol], None],
+) -> None:
+    """The fragments of an unfinished message used to stay with the closed connection."""
+    proto = server()
     data = raw_frame(Opcode.BINARY, b"a" * 500_000, fin=False, mask=MASK)
     tracemalloc.start()
     try:
         proto.receive_data(data)
         before, _ = tracemalloc.get_traced_memory()
-        with pytest.raises(RemoteProtocolError):
-            proto.receive_data(raw_frame(Opcode.TEXT, b"new message too early", mask=MASK))
+        end(proto)
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    assert proto.state is ConnectionState.CLOSED
     assert before - after > 400_000, "the half-received message is still held"
 
 
