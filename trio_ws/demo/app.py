@@ -20,8 +20,8 @@ from .._http import static_resource
 from .._names import MAX_QUEUE_NAME_LENGTH, valid_name
 from .._queue_model import QueueOptions
 from .._services import ServiceError
-from ..brokers import Broker
 from .._stats import stats_endpoint
+from ..brokers import Broker
 
 _PACKAGE = __package__ or "trio_ws.demo"
 _STATIC = {

@@ -1,0 +1,1026 @@
+"""The Redis broker: the nodes of an application share one Redis (through coredis).
+
+Theory of operation
+-------------------
+Each node holds one :class:`RedisBroker`. While connected it has two connections to Redis
+(coredis's pool): one for commands, multiplexed among every caller, and one in pub/sub
+mode that receives what is published to this node. Every operation that changes shared
+state is one Lua script, so it is atomic and costs one round trip.
+
+Keys (``P`` is the ``prefix``, ``trio_ws`` by default):
+
+``P:epoch``
+    The history epoch, created with ``SET NX`` by the first node that finds it missing.
+    A Redis without persistence that restarts has lost it, together with every seq and
+    history: the next node to connect creates a new one, and a ``since`` from the old
+    epoch replays as 0 (a ``gap`` for everything not kept) instead of wrong numbers.
+``P:q:<queue>:seq``
+    The queue's last seq (``INCR``). Never expires: numbering goes on.
+``P:q:<queue>:log``
+    The kept history: a list of the last ``history`` entries, oldest first, capped with
+    ``LTRIM`` on every publish. With a ``ttl`` the whole list expires ``ttl`` after the
+    last publish (every entry is expired by then); replay drops expired entries by their
+    time. An entry is ``b"<seq> <kind> <time> <retracted> <keylen>\\n" + key + body``,
+    ``keylen`` -1 for no key, ``time`` Redis's clock (``TIME``), so every node agrees.
+``P:name:<name key>``
+    A claimed name (:func:`~trio_ws._names.name_key`): ``b"<owner>\\n<name as claimed>"``,
+    set with an expiry of ``lease_seconds`` that the node's heartbeat renews. A claim or a
+    route that finds the holder's node gone (its node key expired) treats the name as
+    free, so the names of a dead node come free within one lease.
+``P:node:<node id>``
+    The node's liveness and counts: ``b"<connections> <clients>"``, expiring after
+    ``lease_seconds``, renewed by the heartbeat (every third of a lease). ``P:nodes`` is
+    the set of node ids, pruned of dead ones when read.
+``P:presence:<queue>``
+    A hash ``b"<node id>\\n<name>" -> local subscribers``; fields of dead nodes are
+    ignored and removed when read.
+
+Channels: ``P:q:<queue>`` carries a queue's messages (``b"m" + entry``) and retractions
+(``b"r" + key``); ``P:to:<node id>`` carries what is for one node: routed messages,
+their answers, and takeover notices.
+
+Publishing is one script: ``INCR`` the seq, append the entry and trim, ``PUBLISH`` it on
+the queue's channel; one round trip. A node ``SUBSCRIBE``\\s only to the queues it listens
+to, and :meth:`RedisBroker.listen` returns once Redis confirmed the subscription, so a
+replay read after it misses nothing. Each node receives each message once and builds the
+:class:`~trio_ws._queue_model.Message` (the frame) once, whatever the number of its local
+subscribers. Redis delivers a channel's messages in publish order, and a script publishes
+in seq order, so a node sees one order.
+
+Routing is a script (look up the name, check the holder's node is alive, ``PUBLISH`` on
+its channel with a request id); the holder's node calls ``on_routed`` and publishes the
+answer back, so :meth:`RedisBroker.route` returns what the holder said (one round trip to
+Redis plus one hop each way between the nodes). Login is one round trip (the claim
+script); a takeover publishes the notice for the old holder's node in the same script.
+
+What needs no answer (:meth:`~RedisBroker.unlisten`, :meth:`~RedisBroker.release`,
+:meth:`~RedisBroker.note_presence`, answers to routed messages) goes into an outbox that a
+background task sends in order, many operations per script call. Presence is sent as
+absolute counts, releases are compare-and-delete, so the outbox survives a reconnect.
+
+Connection states: CONNECTING until the first connection is made, UP, then DOWN when
+it is lost (a pub/sub connection that ends, or any operation failing or taking longer than
+``operation_timeout``: a stopped Redis blocks nobody for longer). While not UP every
+operation raises :class:`~trio_ws.brokers.BrokerUnavailable` at once. The node reconnects
+with exponential backoff and jitter, then re-subscribes its channels, re-claims its names
+(a name someone else took meanwhile is reported through ``on_displaced``), re-sends its
+presence, and finally hands each listened queue what was published while it was away and
+is still kept (in seq order, before the live messages that arrived meanwhile). If the
+epoch changed (Redis lost its data), numbering starts again at 1 in the new epoch.
+
+A Redis Cluster is not supported yet: the scripts touch keys of several slots.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import random
+import re
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis.commands.script import Script
+from coredis.retry import NoRetryPolicy
+
+from .._names import name_key
+from .._queue_model import Gap, Message, QueueOptions, make_message
+from ._base import (
+    Broker,
+    BrokerError,
+    BrokerState,
+    BrokerStatistics,
+    BrokerUnavailable,
+    Claim,
+    NodeInfo,
+    Replay,
+)
+
+__all__ = ["RedisBroker"]
+
+log = logging.getLogger("trio_ws.broker")
+
+T = TypeVar("T")
+
+# At most this many operations go into one outbox or heartbeat script call, so a script
+# never holds Redis for long (a few milliseconds at worst).
+_BATCH = 500
+
+# Latencies averaged in statistics(): the latest operations only.
+_LATENCY_WINDOW = 100
+
+_NODE_ID = re.compile(r"[^\s/]{1,64}")
+
+_CONNECTION_ERRORS = (
+    coredis.exceptions.ConnectionError,
+    TimeoutError,
+    trio.TooSlowError,
+    OSError,
+    RuntimeError,  # coredis: a pool that is shutting down
+)
+
+# ---------------------------------------------------------------------------------------
+# The scripts. KEYS are the keys a script reads or writes; ARGV the rest.
+
+_PUBLISH = """
+-- KEYS: seq, log, epoch. ARGV: channel, kind, key, has_key, body, history, ttl_ms, epoch
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SET', KEYS[3], ARGV[8]) end
+local seq = redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')
+local keylen = -1
+local key = ''
+if ARGV[4] == '1' then key = ARGV[3]; keylen = #key end
+local entry = seq .. ' ' .. ARGV[2] .. ' ' .. t[1] .. '.' .. string.format('%06d', t[2])
+    .. ' 0 ' .. keylen .. '\\n' .. key .. ARGV[5]
+local history = tonumber(ARGV[6])
+if history > 0 then
+  redis.call('RPUSH', KEYS[2], entry)
+  redis.call('LTRIM', KEYS[2], -history, -1)
+  local ttl = tonumber(ARGV[7])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PUBLISH', ARGV[1], 'm' .. entry)
+return seq
+"""
+
+_REPLAY = """
+-- KEYS: seq, log, epoch. ARGV: since ('' for none), epoch of since ('' for none), new epoch
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then redis.call('SET', KEYS[3], ARGV[3]); epoch = ARGV[3] end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', t[2])
+if ARGV[1] == '' then return {epoch, seq, now, 0, {}} end
+local since = tonumber(ARGV[1])
+if since < 0 or (ARGV[2] ~= '' and ARGV[2] ~= epoch) then since = 0 end
+if since >= seq then return {epoch, seq, now, since, {}} end
+local want = math.min(seq - since, redis.call('LLEN', KEYS[2]))
+local entries = {}
+if want > 0 then entries = redis.call('LRANGE', KEYS[2], -want, -1) end
+return {epoch, seq, now, since, entries}
+"""
+
+_RETRACT = """
+-- KEYS: log. ARGV: key, channel
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+local count = 0
+local key = ARGV[1]
+for i, e in ipairs(entries) do
+  local nl = string.find(e, '\\n', 1, true)
+  local head = string.sub(e, 1, nl - 1)
+  local s, k, tm, fl, kl = string.match(head, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  if fl == '0' and tonumber(kl) == #key and string.sub(e, nl + 1, nl + #key) == key then
+    local marked = s .. ' ' .. k .. ' ' .. tm .. ' 1 ' .. kl .. string.sub(e, nl)
+    redis.call('LSET', KEYS[1], i - 1, marked)
+    count = count + 1
+  end
+end
+redis.call('PUBLISH', ARGV[2], 'r' .. key)
+return count
+"""
+
+# A name's value: owner '\\n' name. The owner's node: the owner up to its last '/'.
+_CLAIM = """
+-- KEYS: name key. ARGV: prefix, owner, name, lease_ms, takeover, this node, released owner
+local v = redis.call('GET', KEYS[1])
+local value = ARGV[2] .. '\\n' .. ARGV[3]
+if v then
+  local nl = string.find(v, '\\n', 1, true)
+  local held = string.sub(v, 1, nl - 1)
+  if held ~= ARGV[2] and held ~= ARGV[7] then
+    local node = string.match(held, '^(.*)/[^/]*$')
+    if redis.call('EXISTS', ARGV[1] .. ':node:' .. node) == 1 then
+      if ARGV[5] ~= '1' then return {0, held} end
+      redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
+      if node ~= ARGV[6] then
+        redis.call('PUBLISH', ARGV[1] .. ':to:' .. node, 'd' .. v)
+      end
+      return {1, held}
+    end
+  end
+end
+redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
+return {1, false}
+"""
+
+_ROUTE = """
+-- KEYS: name key. ARGV: prefix, this node, request id, payload kind, payload
+local v = redis.call('GET', KEYS[1])
+if not v then return {0} end
+local nl = string.find(v, '\\n', 1, true)
+local owner = string.sub(v, 1, nl - 1)
+local name = string.sub(v, nl + 1)
+local node = string.match(owner, '^(.*)/[^/]*$')
+if redis.call('EXISTS', ARGV[1] .. ':node:' .. node) == 0 then return {0} end
+if node == ARGV[2] then return {2, name} end
+local n = redis.call('PUBLISH', ARGV[1] .. ':to:' .. node,
+  'r' .. ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. ARGV[4] .. ' ' .. #name .. '\\n' .. name .. ARGV[5])
+if n == 0 then return {0} end
+return {1, name}
+"""
+
+_BATCH_OPS = """
+-- ARGV: triples (op, a, b) then their keys after ARGV[1] = number of ops
+-- r: release key a if held by owner b;  p: presence hash key, field a, count b (0: delete)
+-- P: publish b on channel key
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local op, key, a, b = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
+  if op == 'r' then
+    local v = redis.call('GET', key)
+    if v and string.sub(v, 1, #a + 1) == a .. '\\n' then redis.call('DEL', key) end
+  elseif op == 'p' then
+    if b == '0' then redis.call('HDEL', key, a) else redis.call('HSET', key, a, b) end
+  elseif op == 'P' then
+    redis.call('PUBLISH', key, b)
+  end
+end
+return n
+"""
+
+_HEARTBEAT = """
+-- ARGV: prefix, node id, report, lease_ms, name keys...
+local prefix, node, lease = ARGV[1], ARGV[2], ARGV[4]
+redis.call('SET', prefix .. ':node:' .. node, ARGV[3], 'PX', lease)
+redis.call('SADD', prefix .. ':nodes', node)
+local mine = node .. '/'
+for i = 5, #ARGV do
+  local v = redis.call('GET', ARGV[i])
+  if v and string.sub(v, 1, #mine) == mine then redis.call('PEXPIRE', ARGV[i], lease) end
+end
+return 1
+"""
+
+_JOIN = """
+-- ARGV: prefix, node id, report, lease_ms, new epoch. Returns the epoch.
+redis.call('SET', ARGV[1] .. ':epoch', ARGV[5], 'NX')
+redis.call('SET', ARGV[1] .. ':node:' .. ARGV[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', ARGV[1] .. ':nodes', ARGV[2])
+return redis.call('GET', ARGV[1] .. ':epoch')
+"""
+
+_RECLAIM = """
+-- ARGV: prefix, lease_ms, then pairs (name key, value). Returns the indexes lost.
+local prefix, lease = ARGV[1], ARGV[2]
+local lost = {}
+for i = 3, #ARGV, 2 do
+  local key, value = ARGV[i], ARGV[i + 1]
+  local v = redis.call('GET', key)
+  local free = not v
+  if v and v ~= value then
+    local nl = string.find(v, '\\n', 1, true)
+    local node = string.match(string.sub(v, 1, nl - 1), '^(.*)/[^/]*$')
+    free = redis.call('EXISTS', prefix .. ':node:' .. node) == 0
+  end
+  if free or v == value then
+    redis.call('SET', key, value, 'PX', lease)
+  else
+    table.insert(lost, (i - 1) / 2)
+  end
+end
+return lost
+"""
+
+_LEAVE = """
+-- ARGV: prefix, node id
+redis.call('DEL', ARGV[1] .. ':node:' .. ARGV[2])
+redis.call('SREM', ARGV[1] .. ':nodes', ARGV[2])
+return 1
+"""
+
+_MEMBERS = """
+-- KEYS: presence hash. ARGV: prefix. Returns the names on live nodes (may repeat).
+local fields = redis.call('HGETALL', KEYS[1])
+local alive = {}
+local names = {}
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  local nl = string.find(f, '\\n', 1, true)
+  local node = string.sub(f, 1, nl - 1)
+  if alive[node] == nil then
+    alive[node] = redis.call('EXISTS', ARGV[1] .. ':node:' .. node) == 1
+  end
+  if alive[node] then
+    if tonumber(fields[i + 1]) > 0 then table.insert(names, string.sub(f, nl + 1)) end
+  else
+    redis.call('HDEL', KEYS[1], f)
+  end
+end
+return names
+"""
+
+_NODES = """
+-- ARGV: prefix. Returns pairs (node id, report) of live nodes.
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':nodes')) do
+  local v = redis.call('GET', ARGV[1] .. ':node:' .. node)
+  if v then table.insert(out, node); table.insert(out, v)
+  else redis.call('SREM', ARGV[1] .. ':nodes', node) end
+end
+return out
+"""
+
+
+def _entry_message(entry: bytes) -> tuple[Message, float]:
+    """The message of a history entry (see the module docstring), and its time."""
+    head, _, rest = entry.partition(b"\n")
+    seq, kind, stamp, retracted, keylen = head.split(b" ")
+    n = int(keylen)
+    key = rest[:n].decode() if n >= 0 else None
+    body = rest[max(n, 0) :]
+    time = float(stamp)
+    message = make_message(int(seq), body, int(kind), key=key, time=time)
+    if retracted == b"1":
+        message.retracted = True
+    return message, time
+
+
+async def _unsubscribe(pubsub: Any, channels: list[str], _client: object) -> None:
+    await pubsub.unsubscribe(*channels)
+
+
+class _Lost(Exception):
+    """The connection of the current session was found broken."""
+
+
+class RedisBroker(Broker):
+    """A node on a shared Redis (see the module docstring).
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS), as
+            coredis reads it.
+        node_id: this node's id, unique in the cluster (no ``/`` or whitespace); a random
+            one by default.
+        lease_seconds: how long this node's names and liveness outlive its last heartbeat
+            (the heartbeat runs every third of it): a node that dies frees its names
+            within this time.
+        operation_timeout: seconds any Redis call may take before it fails with
+            :class:`~trio_ws.brokers.BrokerUnavailable` (and the connection counts as
+            lost).
+        max_reconnect_seconds: the longest wait between two reconnection attempts (the
+            wait doubles from 50 ms, with jitter).
+        prefix: the prefix of every key and channel, so several applications can share one
+            Redis.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_id: str | None = None,
+        lease_seconds: float = 10.0,
+        operation_timeout: float = 2.0,
+        max_reconnect_seconds: float = 2.0,
+        prefix: str = "trio_ws",
+    ) -> None:
+        super().__init__(node_id=node_id or f"node-{secrets.token_hex(4)}")
+        if not _NODE_ID.fullmatch(self.node_id):
+            raise ValueError(f"node_id must be 1-64 characters without '/' or spaces: {node_id!r}")
+        if not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        if not operation_timeout > 0:
+            raise ValueError(f"operation_timeout must be positive, not {operation_timeout!r}")
+        if not max_reconnect_seconds > 0:
+            raise ValueError(
+                f"max_reconnect_seconds must be positive, not {max_reconnect_seconds!r}"
+            )
+        self.url = url
+        self.lease_seconds = lease_seconds
+        self.operation_timeout = operation_timeout
+        self.max_reconnect_seconds = max_reconnect_seconds
+        self.prefix = prefix
+        self._state = BrokerState.CONNECTING
+        self._client: coredis.Redis[bytes] | None = None
+        self._pubsub: Any = None
+        self._session_scope: trio.CancelScope | None = None
+        self._up = trio.Event()
+        self._reached_up = False
+        self.epoch: str | None = None
+        """The epoch of the shared history as last read (``None`` before connecting)."""
+        # What this node holds, so a reconnect can put it back.
+        self._listening: dict[str, trio.Event] = {}
+        """Queues listened to -> set once the subscription is confirmed."""
+        self._last: dict[str, int] = {}
+        """Per listened queue: the last seq handed to on_message."""
+        self._held: dict[str, list[Message]] | None = None
+        """While catching up after a reconnect: live messages waiting per queue."""
+        self._names: dict[str, tuple[str, str]] = {}
+        """name key -> (name as claimed, owner), for the names this node holds."""
+        self._released: dict[str, str] = {}
+        """name key -> owner, released but not sent yet."""
+        self._presence: dict[tuple[str, str], int] = {}
+        self._presence_dirty: set[tuple[str, str]] = set()
+        """Presence entries waiting in the outbox (sent as absolute counts)."""
+        self._outbox: deque[tuple[str, str, str]] = deque()
+        self._outbox_ready = trio.Event()
+        self._routes: dict[int, list[Any]] = {}
+        self._route_ids = itertools.count(1)
+        # Counters.
+        self._round_trips = 0
+        self._errors = 0
+        self._outages = 0
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._scripts = {
+            name: Script[bytes](script=source)
+            for name, source in (
+                ("publish", _PUBLISH),
+                ("replay", _REPLAY),
+                ("retract", _RETRACT),
+                ("claim", _CLAIM),
+                ("route", _ROUTE),
+                ("batch", _BATCH_OPS),
+                ("heartbeat", _HEARTBEAT),
+                ("join", _JOIN),
+                ("reclaim", _RECLAIM),
+                ("leave", _LEAVE),
+                ("members", _MEMBERS),
+                ("nodes", _NODES),
+            )
+        }
+
+    def __repr__(self) -> str:
+        return f"<RedisBroker {self.node_id} {self._state.value}>"
+
+    # ------------------------------------------------------------------ keys
+
+    def _queue_channel(self, queue: str) -> str:
+        return f"{self.prefix}:q:{queue}"
+
+    def _name_key(self, name: str) -> str:
+        return f"{self.prefix}:name:{name_key(name)}"
+
+    def _node_channel(self, node_id: str) -> str:
+        return f"{self.prefix}:to:{node_id}"
+
+    # ------------------------------------------------------------------ lifetime
+
+    @property
+    def state(self) -> BrokerState:
+        return self._state
+
+    async def wait_up(self) -> None:
+        """Wait until the broker is UP (returns at once if it is)."""
+        while self._state is not BrokerState.UP:
+            await self._up.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, and stay connected (reconnecting with backoff) until cancelled; then
+        leave the cluster: release this node's names, presence and liveness (best effort,
+        within ``operation_timeout``).
+
+        ``task_status.started()`` is called after the first connection attempt, whether
+        it succeeded (state UP) or not (state CONNECTING, retrying in the background).
+        """
+        first = trio.Event()
+        # The sessions are shielded so that, when run() is cancelled, the connection
+        # still works for the leave; then they are cancelled.
+        sessions = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sessions, sessions, first)
+            try:
+                await first.wait()
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(self.operation_timeout):
+                        await self._leave()
+                    sessions.cancel()
+
+    async def _sessions(self, scope: trio.CancelScope, first: trio.Event) -> None:
+        with scope:
+            attempt = 0
+            while True:
+                self._reached_up = False
+                try:
+                    await self._session(first)
+                except BaseException as exc:  # one session ends: reconnect
+                    if scope.cancel_called:
+                        return  # leaving: whatever the client raised while closing
+                    if not isinstance(exc, Exception):
+                        raise
+                    if self._state is BrokerState.UP:
+                        self._outages += 1
+                        self._state = BrokerState.DOWN
+                        self._up = trio.Event()
+                        log.warning("%s: lost the connection to Redis: %r", self.node_id, exc)
+                    elif not self._reached_up:
+                        log.info("%s: cannot connect to Redis: %r", self.node_id, exc)
+                first.set()
+                if self._reached_up:
+                    attempt = 0
+                self._client = self._pubsub = None
+                self._session_scope = None
+                self._fail_routes()
+                delay = min(self.max_reconnect_seconds, 0.05 * 2**attempt)
+                attempt += 1
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _session(self, first: trio.Event) -> None:
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            self.url,
+            retry_policy=NoRetryPolicy(),
+            stream_timeout=self.operation_timeout,
+            connect_timeout=self.operation_timeout,
+            pool_timeout=self.operation_timeout,
+        )
+        with trio.CancelScope() as self._session_scope:
+            async with client:
+                pubsub = client.pubsub(
+                    ignore_subscribe_messages=True,
+                    retry_policy=NoRetryPolicy(),
+                    subscription_timeout=self.operation_timeout,
+                )
+                async with pubsub, trio.open_nursery() as nursery:
+                    with trio.fail_after(2 * self.operation_timeout):
+                        await self._setup(client, pubsub, nursery)
+                    nursery.start_soon(self._heartbeat, client)
+                    nursery.start_soon(self._send_outbox, client, pubsub)
+                    self._client, self._pubsub = client, pubsub
+                    self._reached_up = True
+                    self._state = BrokerState.UP
+                    self._up.set()
+                    first.set()
+                    log.info("%s: connected to Redis (epoch %s)", self.node_id, self.epoch)
+                    await self._catch_up(client)
+        raise _Lost("the session was ended")
+
+    async def _setup(
+        self, client: coredis.Redis[bytes], pubsub: Any, nursery: trio.Nursery
+    ) -> None:
+        epoch = await self._op(
+            "join",
+            (),
+            [
+                self.prefix,
+                self.node_id,
+                self._report_value(),
+                self._lease_ms(),
+                secrets.token_hex(6),
+            ],
+        )(client)
+        epoch = cast(bytes, epoch).decode()
+        if self.epoch is not None and epoch != self.epoch:
+            log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
+            self._last.clear()  # numbering starts again
+        self.epoch = epoch
+        nursery.start_soon(self._read, pubsub)
+        channels = [self._node_channel(self.node_id)]
+        channels += [self._queue_channel(q) for q in self._listening]
+        self._held = {q: [] for q in self._listening if q in self._last}
+        await pubsub.subscribe(*channels)
+        for event in self._listening.values():
+            event.set()
+        items = list(self._names.items())
+        for start in range(0, len(items), _BATCH):
+            chunk = items[start : start + _BATCH]
+            args: list[str | int] = [self.prefix, self._lease_ms()]
+            for key, (name, owner) in chunk:
+                args += [f"{self.prefix}:name:{key}", f"{owner}\n{name}"]
+            lost = await self._op("reclaim", (), args)(client)
+            for index in cast(list[int], lost):
+                key, (name, owner) = chunk[int(index) - 1]
+                self._names.pop(key, None)
+                self._callback(self.on_displaced, name, owner)
+        for queue, name in self._presence:
+            self._post_presence(queue, name)
+        self._outbox_ready.set()
+
+    async def _catch_up(self, client: coredis.Redis[bytes]) -> None:
+        """Hand each listened queue what was published while this node was away."""
+        held = self._held or {}
+        try:
+            for queue in list(held):
+                last = self._last.get(queue)
+                if last is not None and queue in self._listening:
+                    replay = await self._call(
+                        functools.partial(
+                            self._replay, queue=queue, since=last, epoch=self.epoch, ttl=None
+                        ),
+                        client,
+                    )
+                    for message in replay.messages:
+                        self._deliver(queue, message)
+                for message in held.pop(queue):
+                    self._deliver(queue, message)
+        finally:
+            self._held = None  # on failure the next session fetches the rest again
+        await trio.sleep_forever()
+
+    async def _leave(self) -> None:
+        client = self._client
+        if client is None or self._state is not BrokerState.UP:
+            return
+        self._state = BrokerState.DOWN
+        try:
+            ops: list[tuple[str, str, str]] = [
+                ("r", key, owner) for key, (_name, owner) in self._names.items()
+            ]
+            ops += [("p", queue, name) for queue, name in self._presence]
+            self._presence.clear()
+            self._names.clear()
+            for start in range(0, len(ops), _BATCH):
+                await self._op("batch", (), self._batch_args(ops[start : start + _BATCH]))(client)
+            await self._op("leave", (), [self.prefix, self.node_id])(client)
+        except Exception as exc:
+            log.info("%s: could not leave the cluster cleanly: %r", self.node_id, exc)
+
+    async def _heartbeat(self, client: coredis.Redis[bytes]) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await trio.sleep(interval)
+            keys = [f"{self.prefix}:name:{key}" for key in self._names]
+            for start in range(0, max(len(keys), 1), _BATCH):
+                args = [self.prefix, self.node_id, self._report_value(), self._lease_ms()]
+                await self._call(
+                    self._op("heartbeat", (), args + keys[start : start + _BATCH]), client
+                )
+
+    def _report_value(self) -> str:
+        try:
+            connections, clients = self.report()
+        except Exception:
+            log.exception("%s: report() failed", self.node_id)
+            connections = clients = 0
+        return f"{connections} {clients}"
+
+    def _lease_ms(self) -> int:
+        return max(1, math.ceil(self.lease_seconds * 1000))
+
+    def _lost(self, exc: BaseException) -> None:
+        """An operation found the connection broken: end the session (state DOWN now)."""
+        if self._state is BrokerState.UP:
+            self._state = BrokerState.DOWN
+            self._up = trio.Event()
+            self._outages += 1
+            log.warning("%s: Redis is unavailable: %r", self.node_id, exc)
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
+    def _fail_routes(self) -> None:
+        for waiter in self._routes.values():
+            waiter[0].set()
+        self._routes.clear()
+
+    # ------------------------------------------------------------------ calls
+
+    async def _call(
+        self,
+        operation: Callable[[coredis.Redis[bytes]], Awaitable[T]],
+        client: coredis.Redis[bytes] | None = None,
+    ) -> T:
+        """Run one Redis operation within ``operation_timeout``, counting it.
+
+        Raises:
+            BrokerUnavailable: not connected, or the operation failed or took too long
+                (the session then ends and the node reconnects).
+            BrokerError: Redis refused the operation.
+        """
+        if client is None:
+            client = self._client
+            if client is None or self._state is not BrokerState.UP:
+                self._errors += 1
+                raise BrokerUnavailable
+        session = self._session_scope
+        start = trio.current_time()
+        try:
+            with trio.fail_after(self.operation_timeout):
+                result = await operation(client)
+        except coredis.exceptions.ResponseError as exc:
+            self._errors += 1
+            raise BrokerError(f"Redis refused an operation: {exc}") from exc
+        except _CONNECTION_ERRORS as exc:
+            self._errors += 1
+            if session is not None and session is self._session_scope:
+                self._lost(exc)
+            raise BrokerUnavailable from exc
+        self._round_trips += 1
+        self._latencies.append(trio.current_time() - start)
+        return result
+
+    def statistics(self) -> BrokerStatistics:
+        latencies = self._latencies
+        return BrokerStatistics(
+            kind=self.kind,
+            state=self._state,
+            node_id=self.node_id,
+            round_trips=self._round_trips,
+            errors=self._errors,
+            outages=self._outages,
+            latency_seconds=sum(latencies) / len(latencies) if latencies else 0.0,
+        )
+
+    def _op(
+        self, name: str, keys: Sequence[str] = (), args: Sequence[Any] = ()
+    ) -> Callable[[coredis.Redis[bytes]], Awaitable[Any]]:
+        """A call of one of the scripts, for :meth:`_call` (or to await with a client)."""
+        script = self._scripts[name]
+
+        def call(client: coredis.Redis[bytes]) -> Awaitable[Any]:
+            return cast(Awaitable[Any], script(keys=list(keys), args=list(args), client=client))
+
+        return call
+
+    def _callback(self, callback: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return callback(*args)
+        except Exception:
+            log.exception("%s: callback %r failed", self.node_id, callback)
+            return None
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _read(self, pubsub: Any) -> None:
+        queue_prefix = f"{self.prefix}:q:".encode()
+        node_channel = self._node_channel(self.node_id).encode()
+        while True:
+            message = await pubsub.get_message()
+            if message is None or message["type"] != "message":
+                continue
+            channel: bytes = message["channel"]
+            data: bytes = message["data"]
+            if channel == node_channel:
+                self._on_node_message(data)
+            elif channel.startswith(queue_prefix):
+                queue = channel[len(queue_prefix) :].decode()
+                if queue not in self._listening:
+                    continue  # unlistened meanwhile
+                if data[:1] == b"m":
+                    live, _time = _entry_message(data[1:])
+                    held = self._held
+                    if held is not None and queue in held:
+                        held[queue].append(live)
+                    else:
+                        self._deliver(queue, live)
+                elif data[:1] == b"r":
+                    self._callback(self.on_retract, queue, data[1:].decode())
+
+    def _deliver(self, queue: str, message: Message) -> None:
+        last = self._last.get(queue)
+        if last is not None and message.seq <= last:
+            return  # had it already (a catch-up after a reconnect)
+        self._last[queue] = message.seq
+        self._callback(self.on_message, queue, message)
+
+    def _on_node_message(self, data: bytes) -> None:
+        kind, body = data[:1], data[1:]
+        if kind == b"r":  # a routed message: "<id> <from node> <t|b> <namelen>\n" name payload
+            head, _, rest = body.partition(b"\n")
+            request, sender, payload_kind, namelen = head.split(b" ")
+            n = int(namelen)
+            name = rest[:n].decode()
+            raw = rest[n:]
+            payload: str | bytes = raw.decode() if payload_kind == b"t" else raw
+            taken = bool(self._callback(self.on_routed, name, payload))
+            answer = f"a{request.decode()} {int(taken)}"
+            self._outbox.append(("P", self._node_channel(sender.decode()), answer))
+            self._outbox_ready.set()
+        elif kind == b"a":  # the answer to one of our routes
+            request, _, reply = body.partition(b" ")
+            waiter = self._routes.pop(int(request), None)
+            if waiter is not None:
+                waiter[1] = reply == b"1"
+                waiter[0].set()
+        elif kind == b"d":  # "<owner>\n<name>": our connection's name was taken over
+            owner, _, name = body.decode().partition("\n")
+            key = name_key(name)
+            if self._names.get(key, (None, None))[1] == owner:
+                del self._names[key]
+            self._callback(self.on_displaced, name, owner)
+
+    # ------------------------------------------------------------------ the outbox
+
+    def _batch_args(self, ops: Sequence[tuple[str, str, str]]) -> list[str | int]:
+        args: list[str | int] = [len(ops)]
+        for op, a, b in ops:
+            if op == "r":
+                args += ["r", f"{self.prefix}:name:{a}", b, ""]
+            elif op == "p":
+                self._presence_dirty.discard((a, b))
+                count = self._presence.get((a, b), 0)
+                args += ["p", f"{self.prefix}:presence:{a}", f"{self.node_id}\n{b}", count]
+            else:
+                args += ["P", a, "", b]
+        return args
+
+    async def _send_outbox(self, client: coredis.Redis[bytes], pubsub: Any) -> None:
+        outbox = self._outbox
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = trio.Event()
+            while outbox:
+                ops = list(itertools.islice(outbox, _BATCH))
+                unlisten = [a for op, a, _b in ops if op == "u"]
+                script_ops = [o for o in ops if o[0] != "u"]
+                if script_ops:
+                    args = self._batch_args(script_ops)
+                    await self._call(self._op("batch", (), args), client)
+                channels = [self._queue_channel(q) for q in unlisten if q not in self._listening]
+                if channels:
+                    await self._call(functools.partial(_unsubscribe, pubsub, channels), client)
+                for op, a, b in ops:
+                    outbox.popleft()
+                    if op == "r" and self._released.get(a) == b:
+                        del self._released[a]
+                    elif op == "p":
+                        self._presence_dirty.discard((a, b))
+
+    def _post(self, op: str, a: str, b: str) -> None:
+        self._outbox.append((op, a, b))
+        self._outbox_ready.set()
+
+    def _post_presence(self, queue: str, name: str) -> None:
+        if (queue, name) not in self._presence_dirty:
+            self._presence_dirty.add((queue, name))
+            self._post("p", queue, name)
+
+    # ------------------------------------------------------------------ queues
+
+    async def publish(
+        self, queue: str, body: bytes, *, kind: int, key: str | None, options: QueueOptions
+    ) -> int:
+        args: list[str | int | bytes] = [
+            self._queue_channel(queue),
+            kind,
+            key or "",
+            "1" if key is not None else "0",
+            body,
+            options.history,
+            math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
+            secrets.token_hex(6),
+        ]
+        keys = [
+            f"{self.prefix}:q:{queue}:seq",
+            f"{self.prefix}:q:{queue}:log",
+            f"{self.prefix}:epoch",
+        ]
+        seq = await self._call(self._op("publish", keys, args))
+        return int(cast(int, seq))
+
+    async def replay(
+        self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions
+    ) -> Replay:
+        return await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
+
+    async def _replay(
+        self,
+        client: coredis.Redis[bytes],
+        queue: str,
+        since: int | None,
+        epoch: str | None,
+        ttl: float | None,
+    ) -> Replay:
+        keys = [
+            f"{self.prefix}:q:{queue}:seq",
+            f"{self.prefix}:q:{queue}:log",
+            f"{self.prefix}:epoch",
+        ]
+        args = ["" if since is None else since, epoch or "", secrets.token_hex(6)]
+        result = await self._op("replay", keys, args)(client)
+        raw_epoch, seq, raw_now, effective, entries = cast(list[Any], result)
+        current = cast(bytes, raw_epoch).decode()
+        self.epoch = current
+        seq = int(seq)
+        if since is None:
+            return Replay(seq, current)
+        since = int(effective)
+        if since >= seq:
+            return Replay(seq, current)
+        deadline = float(raw_now) - ttl if ttl is not None else -math.inf
+        messages: list[Message] = []
+        for entry in entries:
+            message, time = _entry_message(entry)
+            if message.seq > since and (messages or time >= deadline):
+                messages.append(message)
+        first = messages[0].seq if messages else seq + 1
+        gap = Gap(since + 1, first - 1) if first > since + 1 else None
+        return Replay(seq, current, gap, messages)
+
+    async def retract(self, queue: str, key: str) -> int:
+        keys = [f"{self.prefix}:q:{queue}:log"]
+        args = [key, self._queue_channel(queue)]
+        count = await self._call(self._op("retract", keys, args))
+        return int(cast(int, count))
+
+    async def listen(self, queue: str) -> None:
+        event = self._listening.get(queue)
+        if event is not None:
+            if not event.is_set():
+                with trio.move_on_after(self.operation_timeout):
+                    await event.wait()
+                if self._listening.get(queue) is not event or not event.is_set():
+                    self._errors += 1
+                    raise BrokerUnavailable
+            return
+        if self._state is not BrokerState.UP:
+            self._errors += 1
+            raise BrokerUnavailable
+        pubsub = self._pubsub
+        event = self._listening[queue] = trio.Event()
+        self._last.pop(queue, None)
+        try:
+            await self._call(lambda _c: pubsub.subscribe(self._queue_channel(queue)))
+        except BaseException:
+            if self._listening.get(queue) is event:
+                del self._listening[queue]
+            event.set()  # wakes the callers waiting for it, who find it failed
+            raise
+        event.set()
+
+    def unlisten(self, queue: str) -> None:
+        if self._listening.pop(queue, None) is not None:
+            self._last.pop(queue, None)
+            if self._state is BrokerState.UP:
+                self._post("u", queue, "")
+
+    # ------------------------------------------------------------------ names and routing
+
+    async def claim(self, name: str, owner: str, *, takeover: bool = False) -> Claim:
+        key = name_key(name)
+        args = [
+            self.prefix,
+            owner,
+            name,
+            self._lease_ms(),
+            "1" if takeover else "0",
+            self.node_id,
+            self._released.get(key, ""),
+        ]
+        keys = [self._name_key(name)]
+        result = await self._call(self._op("claim", keys, args))
+        granted, previous = cast(list[Any], result)
+        held = previous.decode() if isinstance(previous, bytes) else None
+        if not granted:
+            return Claim(False, held)
+        self._names[key] = (name, owner)
+        return Claim(True, held)
+
+    def release(self, name: str, owner: str) -> None:
+        key = name_key(name)
+        held = self._names.get(key)
+        if held is not None and held[1] == owner:
+            del self._names[key]
+        self._released[key] = owner
+        self._post("r", key, owner)
+
+    async def route(self, name: str, payload: str | bytes) -> bool:
+        request = next(self._route_ids)
+        if isinstance(payload, str):
+            kind, data = "t", payload.encode()
+        else:
+            kind, data = "b", payload
+        keys = [self._name_key(name)]
+        args: list[str | int | bytes] = [self.prefix, self.node_id, request, kind, data]
+        waiter: list[Any] = [trio.Event(), False]
+        self._routes[request] = waiter
+        try:
+            result = await self._call(self._op("route", keys, args))
+            status = int(cast(list[Any], result)[0])
+            if status == 0:
+                return False
+            held_name = cast(list[Any], result)[1].decode()
+            if status == 2:  # held on this node
+                return bool(self._callback(self.on_routed, held_name, payload))
+            with trio.move_on_after(self.operation_timeout) as scope:
+                await waiter[0].wait()
+            if scope.cancelled_caught or (self._state is not BrokerState.UP and not waiter[1]):
+                self._errors += 1
+                raise BrokerUnavailable("the node holding the name did not answer; try again")
+            return bool(waiter[1])
+        finally:
+            self._routes.pop(request, None)
+
+    # ------------------------------------------------------------------ presence and nodes
+
+    def note_presence(self, queue: str, name: str, delta: int) -> None:
+        count = self._presence.get((queue, name), 0) + delta
+        if count > 0:
+            self._presence[(queue, name)] = count
+        else:
+            self._presence.pop((queue, name), None)
+        self._post_presence(queue, name)
+
+    async def members(self, queue: str) -> list[str]:
+        keys = [f"{self.prefix}:presence:{queue}"]
+        result = await self._call(self._op("members", keys, [self.prefix]))
+        return sorted({cast(bytes, n).decode() for n in cast(list[Any], result)})
+
+    async def nodes(self) -> list[NodeInfo]:
+        result = await self._call(self._op("nodes", (), [self.prefix]))
+        flat = cast(list[bytes], result)
+        nodes = []
+        for node_id, value in zip(flat[::2], flat[1::2], strict=True):
+            connections, clients = value.split(b" ")
+            nodes.append(NodeInfo(node_id.decode(), int(connections), int(clients)))
+        return sorted(nodes, key=lambda n: n.node_id)
