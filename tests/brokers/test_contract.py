@@ -114,6 +114,21 @@ async def test_unlisten_stops_delivery(cluster: Cluster, clock: object) -> None:
 # Replay
 
 
+async def test_a_replay_on_a_listening_node_follows_the_live_messages_it_counts(
+    cluster: Cluster, clock: object
+) -> None:
+    """The hub's listen-then-replay: once replay() returns seq S on a node listening to the
+    queue, that node's on_message has had every message up to S (none arrives later)."""
+    with trio.fail_after(TIME_LIMIT):
+        a, b = cluster.a, cluster.b
+        await b.listen("q")
+        for i in range(30):
+            await publish(a, "q", f"m{i}")
+            replay = await b.replay("q", None if i % 2 else i // 2, epoch=None, options=KEEP)
+            assert replay.seq == i + 1
+            assert cluster.seen(b).seqs("q") == list(range(1, i + 2))
+
+
 async def test_replay_without_since_gives_the_current_seq_and_epoch(
     cluster: Cluster, clock: object
 ) -> None:

@@ -412,7 +412,10 @@ class RedisBroker(Broker):
         self._listening: dict[str, trio.Event] = {}
         """Queues listened to -> set once the subscription is confirmed."""
         self._last: dict[str, int] = {}
-        """Per listened queue: the last seq handed to on_message."""
+        """Per listened queue: every seq up to this one was handed to on_message (or was
+        published before the node listened)."""
+        self._progress: dict[str, trio.Event] = {}
+        """Per queue: set when ``_last`` moves (for :meth:`replay` waiting on it)."""
         self._held: dict[str, list[Message]] | None = None
         """While catching up after a reconnect: live messages waiting per queue."""
         self._names: dict[str, tuple[str, str]] = {}
@@ -522,7 +525,7 @@ class RedisBroker(Broker):
                     attempt = 0
                 self._client = self._pubsub = None
                 self._session_scope = None
-                self._fail_routes()
+                self._wake_waiters()
                 delay = min(self.max_reconnect_seconds, 0.05 * 2**attempt)
                 attempt += 1
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
@@ -534,6 +537,7 @@ class RedisBroker(Broker):
             stream_timeout=self.operation_timeout,
             connect_timeout=self.operation_timeout,
             pool_timeout=self.operation_timeout,
+            client_name=f"{self.prefix}:{self.node_id}",  # CLIENT LIST shows the node
         )
         with trio.CancelScope() as self._session_scope:
             async with client:
@@ -578,7 +582,7 @@ class RedisBroker(Broker):
         nursery.start_soon(self._read, pubsub)
         channels = [self._node_channel(self.node_id)]
         channels += [self._queue_channel(q) for q in self._listening]
-        self._held = {q: [] for q in self._listening if q in self._last}
+        self._held = {q: [] for q in self._listening}
         await pubsub.subscribe(*channels)
         for event in self._listening.values():
             event.set()
@@ -598,20 +602,25 @@ class RedisBroker(Broker):
         self._outbox_ready.set()
 
     async def _catch_up(self, client: coredis.Redis[bytes]) -> None:
-        """Hand each listened queue what was published while this node was away."""
+        """Hand each listened queue what was published while this node was away and is
+        still kept, then the live messages that arrived meanwhile, in seq order.
+
+        After an epoch change (``_last`` cleared) that is the whole new history.
+        """
         held = self._held or {}
         try:
             for queue in list(held):
-                last = self._last.get(queue)
-                if last is not None and queue in self._listening:
+                if queue in self._listening:
+                    since = self._last.get(queue, 0)
                     replay = await self._call(
                         functools.partial(
-                            self._replay, queue=queue, since=last, epoch=self.epoch, ttl=None
+                            self._replay, queue=queue, since=since, epoch=self.epoch, ttl=None
                         ),
                         client,
                     )
                     for message in replay.messages:
                         self._deliver(queue, message)
+                    self._advance(queue, replay.seq)  # what is not kept is not coming
                 for message in held.pop(queue):
                     self._deliver(queue, message)
         finally:
@@ -667,6 +676,12 @@ class RedisBroker(Broker):
             log.warning("%s: Redis is unavailable: %r", self.node_id, exc)
         if self._session_scope is not None:
             self._session_scope.cancel()
+
+    def _wake_waiters(self) -> None:
+        for event in self._progress.values():
+            event.set()
+        self._progress.clear()
+        self._fail_routes()
 
     def _fail_routes(self) -> None:
         for waiter in self._routes.values():
@@ -769,9 +784,33 @@ class RedisBroker(Broker):
     def _deliver(self, queue: str, message: Message) -> None:
         last = self._last.get(queue)
         if last is not None and message.seq <= last:
-            return  # had it already (a catch-up after a reconnect)
-        self._last[queue] = message.seq
+            return  # had it already (a catch-up), or it predates listening
+        self._advance(queue, message.seq)
         self._callback(self.on_message, queue, message)
+
+    def _advance(self, queue: str, seq: int) -> None:
+        if seq > self._last.get(queue, -1):
+            self._last[queue] = seq
+            event = self._progress.pop(queue, None)
+            if event is not None:
+                event.set()
+
+    async def _wait_delivered(self, queue: str, seq: int) -> None:
+        """Wait until the live messages of a listened queue up to ``seq`` were delivered.
+
+        A replay read on the command connection can overtake live messages still on their
+        way through the pub/sub connection; the hub drops live messages that its replay
+        holds only while the subscription is held, so they must all be in by then.
+        """
+        with trio.move_on_after(self.operation_timeout):
+            while queue in self._listening and self._last.get(queue, seq) < seq:
+                event = self._progress.get(queue)
+                if event is None:
+                    event = self._progress[queue] = trio.Event()
+                await event.wait()
+            return
+        self._errors += 1
+        raise BrokerUnavailable("live messages are late; try again")
 
     def _on_node_message(self, data: bytes) -> None:
         kind, body = data[:1], data[1:]
@@ -871,7 +910,11 @@ class RedisBroker(Broker):
     async def replay(
         self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions
     ) -> Replay:
-        return await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
+        replay = await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
+        listened = self._listening.get(queue)
+        if listened is not None and listened.is_set():
+            await self._wait_delivered(queue, replay.seq)
+        return replay
 
     async def _replay(
         self,
@@ -931,6 +974,9 @@ class RedisBroker(Broker):
         self._last.pop(queue, None)
         try:
             await self._call(lambda _c: pubsub.subscribe(self._queue_channel(queue)))
+            # Everything after the seq read now will come through the subscription.
+            now = await self._call(lambda c: self._replay(c, queue, None, None, None))
+            self._advance(queue, now.seq)
         except BaseException:
             if self._listening.get(queue) is event:
                 del self._listening[queue]
