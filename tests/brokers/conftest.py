@@ -115,8 +115,12 @@ class Cluster:
     def __init__(self, kind: str, nodes: list[Node]) -> None:
         self.kind = kind
         self.nodes = nodes
-        self.a, self.b, self.c = (n.broker for n in nodes[:3])
+        self.a, self.b = nodes[0].broker, nodes[1].broker
         self._barriers = 0
+
+    @property
+    def c(self) -> Broker:
+        return self.nodes[2].broker
 
     def seen(self, broker: Broker) -> Recorder:
         return next(n.seen for n in self.nodes if n.broker is broker)

@@ -9,10 +9,11 @@ another node in the middle of the stream.
 from __future__ import annotations
 
 import trio
+import trio.lowlevel
 
 from trio_ws._broadcast import BroadcastHub, QueueMessage
 
-from .conftest import Cluster, wait_until
+from .conftest import Cluster
 
 COUNT = 200
 JOIN_AT = (0, 10, 40, 41, 90, 150, 199)
@@ -48,9 +49,8 @@ async def test_subscribing_with_since_while_publishing_loses_and_repeats_nothing
                         for since in {max(i - 6, 0), i - 1}:
                             subscribers.start_soon(subscribe, since, i - 1)
                     assert await publisher.publish("race", {"i": i}) == i
-                    await trio.sleep(0)  # the memory broker publishes without a checkpoint
+                    await trio.lowlevel.checkpoint()  # the memory broker never checkpoints
             nursery.cancel_scope.cancel()
         assert len(received) == len({(s, j) for j in JOIN_AT for s in {max(j - 5, 0), j}})
         for (since, _joined_at), seqs in received.items():
             assert seqs == list(range(since + 1, COUNT + 1)), since
-        await wait_until(lambda: True)

@@ -58,6 +58,11 @@ What needs no answer (:meth:`~RedisBroker.unlisten`, :meth:`~RedisBroker.release
 background task sends in order, many operations per script call. Presence is sent as
 absolute counts, releases are compare-and-delete, so the outbox survives a reconnect.
 
+A write that times out was not carried out: the scripts that change state for a caller
+(publish, retract, claim, route) take a deadline in Redis's clock (learned from the join
+and every heartbeat) and do nothing once it has passed, so a Redis that was stopped and
+wakes up refuses the writes whose callers were told :class:`BrokerUnavailable`.
+
 Connection states: CONNECTING until the first connection is made, UP, then DOWN when
 it is lost (a pub/sub connection that ends, or any operation failing or taking longer than
 ``operation_timeout``: a stopped Redis blocks nobody for longer). While not UP every
@@ -130,10 +135,14 @@ _CONNECTION_ERRORS = (
 # The scripts. KEYS are the keys a script reads or writes; ARGV the rest.
 
 _PUBLISH = """
--- KEYS: seq, log, epoch. ARGV: channel, kind, key, has_key, body, history, ttl_ms, epoch
+-- KEYS: seq, log, epoch.
+-- ARGV: channel, kind, key, has_key, body, history, ttl_ms, epoch, deadline
+local t = redis.call('TIME')
+if ARGV[9] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[9]) then
+  return false
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SET', KEYS[3], ARGV[8]) end
 local seq = redis.call('INCR', KEYS[1])
-local t = redis.call('TIME')
 local keylen = -1
 local key = ''
 if ARGV[4] == '1' then key = ARGV[3]; keylen = #key end
@@ -170,7 +179,11 @@ return {epoch, seq, now, since, entries}
 """
 
 _RETRACT = """
--- KEYS: log. ARGV: key, channel
+-- KEYS: log. ARGV: key, channel, deadline
+local t = redis.call('TIME')
+if ARGV[3] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[3]) then
+  return false
+end
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 local count = 0
 local key = ARGV[1]
@@ -190,7 +203,12 @@ return count
 
 # A name's value: owner '\\n' name. The owner's node: the owner up to its last '/'.
 _CLAIM = """
--- KEYS: name key. ARGV: prefix, owner, name, lease_ms, takeover, this node, released owner
+-- KEYS: name key.
+-- ARGV: prefix, owner, name, lease_ms, takeover, this node, released owner, deadline
+local t = redis.call('TIME')
+if ARGV[8] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[8]) then
+  return false
+end
 local v = redis.call('GET', KEYS[1])
 local value = ARGV[2] .. '\\n' .. ARGV[3]
 if v then
@@ -213,7 +231,11 @@ return {1, false}
 """
 
 _ROUTE = """
--- KEYS: name key. ARGV: prefix, this node, request id, payload kind, payload
+-- KEYS: name key. ARGV: prefix, this node, request id, payload kind, payload, deadline
+local t = redis.call('TIME')
+if ARGV[6] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[6]) then
+  return false
+end
 local v = redis.call('GET', KEYS[1])
 if not v then return {0} end
 local nl = string.find(v, '\\n', 1, true)
@@ -248,7 +270,7 @@ return n
 """
 
 _HEARTBEAT = """
--- ARGV: prefix, node id, report, lease_ms, name keys...
+-- ARGV: prefix, node id, report, lease_ms, name keys... Returns Redis's clock.
 local prefix, node, lease = ARGV[1], ARGV[2], ARGV[4]
 redis.call('SET', prefix .. ':node:' .. node, ARGV[3], 'PX', lease)
 redis.call('SADD', prefix .. ':nodes', node)
@@ -257,15 +279,16 @@ for i = 5, #ARGV do
   local v = redis.call('GET', ARGV[i])
   if v and string.sub(v, 1, #mine) == mine then redis.call('PEXPIRE', ARGV[i], lease) end
 end
-return 1
+return redis.call('TIME')
 """
 
 _JOIN = """
--- ARGV: prefix, node id, report, lease_ms, new epoch. Returns the epoch.
+-- ARGV: prefix, node id, report, lease_ms, new epoch. Returns the epoch and Redis's clock.
 redis.call('SET', ARGV[1] .. ':epoch', ARGV[5], 'NX')
 redis.call('SET', ARGV[1] .. ':node:' .. ARGV[2], ARGV[3], 'PX', ARGV[4])
 redis.call('SADD', ARGV[1] .. ':nodes', ARGV[2])
-return redis.call('GET', ARGV[1] .. ':epoch')
+local t = redis.call('TIME')
+return {redis.call('GET', ARGV[1] .. ':epoch'), t[1], t[2]}
 """
 
 _RECLAIM = """
@@ -431,6 +454,8 @@ class RedisBroker(Broker):
         self._route_ids = itertools.count(1)
         # Counters.
         self._round_trips = 0
+        self._offset_ms: float | None = None
+        self._offset_error_ms = 0.0
         self._errors = 0
         self._outages = 0
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
@@ -563,7 +588,8 @@ class RedisBroker(Broker):
     async def _setup(
         self, client: coredis.Redis[bytes], pubsub: Any, nursery: trio.Nursery
     ) -> None:
-        epoch = await self._op(
+        sent = trio.current_time()
+        joined = await self._op(
             "join",
             (),
             [
@@ -574,7 +600,9 @@ class RedisBroker(Broker):
                 secrets.token_hex(6),
             ],
         )(client)
-        epoch = cast(bytes, epoch).decode()
+        raw_epoch, seconds, micros = cast(list[Any], joined)
+        self._clock(sent, seconds, micros)
+        epoch = cast(bytes, raw_epoch).decode()
         if self.epoch is not None and epoch != self.epoch:
             log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
             self._last.clear()  # numbering starts again
@@ -652,9 +680,27 @@ class RedisBroker(Broker):
             keys = [f"{self.prefix}:name:{key}" for key in self._names]
             for start in range(0, max(len(keys), 1), _BATCH):
                 args = [self.prefix, self.node_id, self._report_value(), self._lease_ms()]
-                await self._call(
+                sent = trio.current_time()
+                clock = await self._call(
                     self._op("heartbeat", (), args + keys[start : start + _BATCH]), client
                 )
+                self._clock(sent, *cast(list[Any], clock))
+
+    def _clock(self, sent: float, seconds: Any, micros: Any) -> None:
+        """Learn how Redis's clock (``TIME``) relates to ours, from a call sent at ``sent``."""
+        now = trio.current_time()
+        redis_ms = int(seconds) * 1000 + int(micros) / 1000
+        self._offset_ms = redis_ms - (sent + now) * 500  # against the middle of the call
+        self._offset_error_ms = (now - sent) * 1000 + 2
+
+    def _deadline(self) -> int:
+        """Redis's time (ms) after which a call made now must not be carried out, because its
+        caller gave up (``operation_timeout``) and was told it was not: a stopped Redis
+        that wakes up refuses the writes it was sent meanwhile. 0: no deadline known."""
+        if self._offset_ms is None:
+            return 0
+        local = (trio.current_time() + self.operation_timeout) * 1000
+        return max(1, int(local + self._offset_ms - self._offset_error_ms))
 
     def _report_value(self) -> str:
         try:
@@ -722,6 +768,13 @@ class RedisBroker(Broker):
             raise BrokerUnavailable from exc
         self._round_trips += 1
         self._latencies.append(trio.current_time() - start)
+        return result
+
+    def _in_time(self, result: Any) -> Any:
+        """The result of a script with a deadline; ``None`` if Redis ran it too late."""
+        if result is None:  # only when a caller's call took longer than its timeout
+            self._errors += 1
+            raise BrokerUnavailable
         return result
 
     def statistics(self) -> BrokerStatistics:
@@ -898,6 +951,7 @@ class RedisBroker(Broker):
             options.history,
             math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
             secrets.token_hex(6),
+            self._deadline(),
         ]
         keys = [
             f"{self.prefix}:q:{queue}:seq",
@@ -905,7 +959,7 @@ class RedisBroker(Broker):
             f"{self.prefix}:epoch",
         ]
         seq = await self._call(self._op("publish", keys, args))
-        return int(cast(int, seq))
+        return int(self._in_time(seq))
 
     async def replay(
         self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions
@@ -952,9 +1006,9 @@ class RedisBroker(Broker):
 
     async def retract(self, queue: str, key: str) -> int:
         keys = [f"{self.prefix}:q:{queue}:log"]
-        args = [key, self._queue_channel(queue)]
+        args = [key, self._queue_channel(queue), self._deadline()]
         count = await self._call(self._op("retract", keys, args))
-        return int(cast(int, count))
+        return int(self._in_time(count))
 
     async def listen(self, queue: str) -> None:
         event = self._listening.get(queue)
@@ -1002,10 +1056,11 @@ class RedisBroker(Broker):
             "1" if takeover else "0",
             self.node_id,
             self._released.get(key, ""),
+            self._deadline(),
         ]
         keys = [self._name_key(name)]
         result = await self._call(self._op("claim", keys, args))
-        granted, previous = cast(list[Any], result)
+        granted, previous = cast(list[Any], self._in_time(result))
         held = previous.decode() if isinstance(previous, bytes) else None
         if not granted:
             return Claim(False, held)
@@ -1027,11 +1082,18 @@ class RedisBroker(Broker):
         else:
             kind, data = "b", payload
         keys = [self._name_key(name)]
-        args: list[str | int | bytes] = [self.prefix, self.node_id, request, kind, data]
+        args: list[str | int | bytes] = [
+            self.prefix,
+            self.node_id,
+            request,
+            kind,
+            data,
+            self._deadline(),
+        ]
         waiter: list[Any] = [trio.Event(), False]
         self._routes[request] = waiter
         try:
-            result = await self._call(self._op("route", keys, args))
+            result = self._in_time(await self._call(self._op("route", keys, args)))
             status = int(cast(list[Any], result)[0])
             if status == 0:
                 return False
