@@ -371,6 +371,14 @@ async def _unsubscribe(pubsub: Any, channels: list[str], _client: object) -> Non
     await pubsub.unsubscribe(*channels)
 
 
+def _session_ending(exc: BaseException) -> bool:
+    """Whether ``exc`` only ends a session (errors, and the cancellations they caused)
+    rather than the process (KeyboardInterrupt, SystemExit)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split((Exception, trio.Cancelled))[1] is None
+    return isinstance(exc, Exception | trio.Cancelled)
+
+
 class _Lost(Exception):
     """The connection of the current session was found broken."""
 
@@ -536,7 +544,7 @@ class RedisBroker(Broker):
                 except BaseException as exc:  # one session ends: reconnect
                     if scope.cancel_called:
                         return  # leaving: whatever the client raised while closing
-                    if not isinstance(exc, Exception):
+                    if not _session_ending(exc):
                         raise
                     if self._state is BrokerState.UP:
                         self._outages += 1
