@@ -803,8 +803,15 @@ class RedisBroker(Broker):
         """A call of one of the scripts, for :meth:`_call` (or to await with a client)."""
         script = self._scripts[name]
 
-        def call(client: coredis.Redis[bytes]) -> Awaitable[Any]:
-            return cast(Awaitable[Any], script(keys=list(keys), args=list(args), client=client))
+        async def call(client: coredis.Redis[bytes]) -> Any:
+            # EVALSHA, loading the script when Redis does not know it (a restarted Redis).
+            # Plain EVALSHA rather than coredis's Script wrapper: a third of the client's
+            # work per call, measured.
+            try:
+                return await client.evalsha(script.sha, keys=keys, args=args)
+            except coredis.exceptions.NoScriptError:
+                await client.script_load(script.script)
+                return await client.evalsha(script.sha, keys=keys, args=args)
 
         return call
 
