@@ -13,12 +13,12 @@ from contextlib import asynccontextmanager
 import trio
 
 import trio_ws
-from tests.conftest import logged_in, receive_json, running
+from tests.conftest import expect_closed, logged_in, receive_json, running
 from tests.redis_fixture import RedisServer
 from trio_ws.brokers.redis import RedisBroker
 from trio_ws.demo.app import create_app
 
-from .conftest import redis_nodes
+from .conftest import eventually, redis_nodes
 
 
 @asynccontextmanager
@@ -75,3 +75,17 @@ async def test_two_nodes_share_names_routing_groups_and_presence(
                     if members["names"] == ["Alice", "Bob"]:
                         break
                     await trio.sleep(0.01)
+
+
+async def test_a_login_on_another_node_takes_the_name_over(redis_server: RedisServer) -> None:
+    with trio.fail_after(20):
+        first, second = redis_nodes(redis_server.url, 2)
+        apps = [trio_ws.App(broker=b, on_name_conflict="takeover") for b in (first, second)]
+        async with running(apps[0]) as one, running(apps[1]) as two:
+            async with logged_in(one, "Carol") as old, logged_in(two, "carol") as new:
+                closed = await expect_closed(old)  # the old node closed its connection
+                assert closed.code == 1008
+                assert await eventually(lambda: first.nodes(), lambda r: len(r) == 2)
+                assert "carol" in apps[1].clients
+                assert "Carol" not in apps[0].clients
+                assert new.closed is None  # the new one is alive and well
