@@ -197,3 +197,24 @@ async def test_a_node_cut_off_catches_up_with_what_it_missed_in_order(
             assert cluster.seen(a).seqs("q") == list(range(1, 51))  # none lost, none twice
             assert cluster.seen(a).payloads("q") == [f"m{i}".encode() for i in range(50)]
             assert a.statistics().outages == 1
+
+
+async def test_connecting_until_redis_answers_then_up(fresh_redis: RedisServer) -> None:
+    with trio.fail_after(15):
+        fresh_redis.kill()  # nothing listens on its port yet
+        broker = RedisBroker(fresh_redis.url, node_id="late", **FAST)
+        assert broker.state is BrokerState.CONNECTING
+        async with trio.open_nursery() as nursery:
+            await nursery.start(broker.run)  # returns after the first attempt
+            assert broker.state is BrokerState.CONNECTING
+            start = trio.current_time()
+            with pytest.raises(BrokerUnavailable):
+                await publish(broker, "early")
+            assert trio.current_time() - start < 0.05
+            assert broker.statistics().state is BrokerState.CONNECTING
+            assert broker.describe()["state"] == "connecting"
+            fresh_redis.start()
+            await wait_until(lambda: broker.state is BrokerState.UP, within=5)
+            assert await publish(broker, "now") == 1
+            assert broker.statistics().outages == 0  # never up before: not an outage
+            nursery.cancel_scope.cancel()
