@@ -73,7 +73,15 @@ presence, and finally hands each listened queue what was published while it was 
 is still kept (in seq order, before the live messages that arrived meanwhile). If the
 epoch changed (Redis lost its data), numbering starts again at 1 in the new epoch.
 
-A Redis Cluster is not supported yet: the scripts touch keys of several slots.
+Round trips: a publish, a replay, a retract, a claim (a login), ``members`` and ``nodes``
+take one each; a route one plus the holder's answer (one more hop through Redis); the
+first local subscriber of a queue adds two for :meth:`~RedisBroker.listen` (``SUBSCRIBE``,
+then the seq from which the subscription delivers); releases, presence changes and route
+answers go in batches of up to 500 per round trip; the heartbeat takes one per 500 names
+every third of a lease.
+
+A Redis Cluster is not supported yet: the scripts touch keys of several slots. Sentinel
+is not wired either (coredis has it; the URL form would be the missing piece).
 """
 
 from __future__ import annotations
