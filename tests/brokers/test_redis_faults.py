@@ -218,3 +218,19 @@ async def test_connecting_until_redis_answers_then_up(fresh_redis: RedisServer) 
             assert await publish(broker, "now") == 1
             assert broker.statistics().outages == 0  # never up before: not an outage
             nursery.cancel_scope.cancel()
+
+
+async def test_leaving_while_redis_is_stopped_takes_at_most_the_timeout(
+    fresh_redis: RedisServer,
+) -> None:
+    with trio.fail_after(15):
+        broker = RedisBroker(fresh_redis.url, node_id="leaver", **FAST)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(broker.run)
+            await broker.wait_up()
+            assert (await broker.claim("Ivy", broker.owner(1))).granted
+            fresh_redis.pause()
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 0.5 + 0.3  # the leave gave up after the timeout
+        fresh_redis.resume()
