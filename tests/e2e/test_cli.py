@@ -181,7 +181,7 @@ def run_to_exit(args: list[str]) -> subprocess.CompletedProcess[str]:
         (["--tls-cert", "/nonexistent/cert.pem"], "cannot load the TLS certificate"),
         (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
         (["--workers", "2"], "--workers"),
-        (["--broker", "nonsense://x"], "unknown broker"),
+        (["--broker", "kafka://127.0.0.1:9092"], "unknown broker"),
         (["--port", "70000"], "--port"),
         (["--port", "abc"], "argument --port: invalid int value: 'abc'"),
         (["--log-level", "loud"], "invalid level 'loud'"),

@@ -1,7 +1,8 @@
 """Brokers: what the nodes of an application share (see :mod:`trio_ws.brokers._base`).
 
 ``memory`` is embedded (one process, or several nodes of one process on one
-:class:`MemoryStore`); a shared broker joins processes and machines.
+:class:`MemoryStore`); ``redis`` (:mod:`trio_ws.brokers.redis`, the ``redis`` extra)
+joins processes and machines through one Redis.
 """
 
 from ._base import (
@@ -32,11 +33,20 @@ __all__ = [
 
 
 def broker_from_url(url: str) -> Broker:
-    """The broker a URL names: ``memory`` (or ``memory://``).
+    """The broker a URL names: ``memory`` (or ``memory://``), or a Redis URL
+    (``redis://host:port/db``, ``rediss://`` for TLS) for a
+    :class:`~trio_ws.brokers.redis.RedisBroker`.
 
     Raises:
         ValueError: a URL naming no broker this build has.
+        ImportError: a Redis URL without coredis installed (the ``redis`` extra).
     """
     if url in ("memory", "memory://"):
         return MemoryBroker()
-    raise ValueError(f"unknown broker {url!r}: expected 'memory'")
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            from .redis import RedisBroker  # imported here: coredis is optional
+        except ImportError as exc:
+            raise ImportError(f"{url!r} needs coredis: pip install 'trio_ws[redis]'") from exc
+        return RedisBroker(url)
+    raise ValueError(f"unknown broker {url!r}: expected 'memory', 'redis://...' or 'rediss://...'")

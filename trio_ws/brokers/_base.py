@@ -248,6 +248,11 @@ class Broker(abc.ABC):
 
         A ``since`` whose ``epoch`` is given and is not the current one is taken as 0.
 
+        On a node that :meth:`listens <listen>` to ``queue``, ``on_message`` has been called
+        for every message up to the returned ``seq`` (published after the listen) before
+        this returns: none of them arrives later. The hub relies on it: it drops the live
+        messages its replay holds only while the subscription waits for the replay.
+
         Raises:
             BrokerUnavailable: the broker cannot be reached.
         """

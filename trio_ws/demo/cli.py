@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--broker",
         default="memory",
-        help="where queues, presence and names live: 'memory' (this process; the default)",
+        help="where queues, presence and names live: 'memory' (this process; the default) "
+        "or a Redis URL, redis://host:port/db (rediss:// for TLS) shared by the nodes",
     )
     parser.add_argument(
         "--workers",
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"--workers must be at least 1, not {args.workers}")
     try:
         broker = broker_from_url(args.broker)
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         _fail(str(exc))
     if args.workers != 1:
         _fail("--workers above 1 needs a broker shared by the processes; 'memory' is per process")
