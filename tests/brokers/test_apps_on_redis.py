@@ -77,12 +77,20 @@ async def test_two_nodes_share_names_routing_groups_and_presence(
                     await trio.sleep(0.01)
 
 
+def _authenticated(request: trio_ws.LoginRequest) -> trio_ws.LoginAccepted:
+    """A policy that vouches for every name (a takeover is for authenticated logins)."""
+    return trio_ws.LoginAccepted(request.message["name"], authenticated=True)
+
+
 async def test_a_login_on_another_node_takes_the_name_over(redis_server: RedisServer) -> None:
     with trio.fail_after(20):
         first, second = redis_nodes(redis_server.url, 2)
-        apps = [trio_ws.App(broker=b, on_name_conflict="takeover") for b in (first, second)]
+        apps = [
+            trio_ws.App(broker=b, login=_authenticated, on_name_conflict="takeover")
+            for b in (first, second)
+        ]
         async with running(apps[0]) as one, running(apps[1]) as two:
-            async with logged_in(one, "Carol") as old, logged_in(two, "carol") as new:
+            async with logged_in(one, "Carol") as old, logged_in(two, "Carol") as new:
                 closed = await expect_closed(old)  # the old node closed its connection
                 assert closed.code == 1008
                 assert await eventually(lambda: first.nodes(), lambda r: len(r) == 2)

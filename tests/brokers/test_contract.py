@@ -269,8 +269,8 @@ async def test_claims_are_unique_case_insensitively_across_nodes(
         a, b = cluster.a, cluster.b
         alice_a, alice_b = a.owner(1), b.owner(7)
         assert await a.claim("Alice", alice_a) == Claim(True, None)
-        assert await b.claim("ALICE", alice_b) == Claim(False, alice_a)
-        assert await a.claim("alice", a.owner(2)) == Claim(False, alice_a)  # same node too
+        assert await b.claim("ALICE", alice_b) == Claim(False, alice_a, "Alice")
+        assert await a.claim("alice", a.owner(2)) == Claim(False, alice_a, "Alice")  # same node
         assert await a.claim("aLiCe", alice_a) == Claim(True, None)  # the holder again
         assert await b.claim("Bob", alice_b) == Claim(True, None)  # other names are free
         assert cluster.seen(a).displaced == cluster.seen(b).displaced == []
@@ -282,12 +282,12 @@ async def test_takeover_displaces_the_previous_owner_on_its_node_only(
     with trio.fail_after(TIME_LIMIT):
         a, b, c = cluster.a, cluster.b, cluster.c
         assert await a.claim("Alice", a.owner(1)) == Claim(True)
-        assert await b.claim("alice", b.owner(2), takeover=True) == Claim(True, a.owner(1))
+        assert await b.claim("alice", b.owner(2), takeover=True) == Claim(True, a.owner(1), "Alice")
         await wait_until(lambda: cluster.seen(a).displaced != [])
         assert cluster.seen(a).displaced == [("Alice", a.owner(1))]  # as a claimed it
-        assert await a.claim("Alice", a.owner(1)) == Claim(False, b.owner(2))
+        assert await a.claim("Alice", a.owner(1)) == Claim(False, b.owner(2), "alice")
         # A takeover from the same node: the caller handles its own connection.
-        assert await b.claim("ALICE", b.owner(3), takeover=True) == Claim(True, b.owner(2))
+        assert await b.claim("ALICE", b.owner(3), takeover=True) == Claim(True, b.owner(2), "alice")
         assert await b.claim("Alice", b.owner(3)) == Claim(True, None)
         # A takeover of a free name is a plain claim.
         assert await c.claim("Carol", c.owner(1), takeover=True) == Claim(True, None)
@@ -305,7 +305,8 @@ async def test_release_only_by_the_holder(cluster: Cluster, clock: object) -> No
         a.release("bob", a.owner(2))  # not the holder either
         await cluster.barrier()
         await trio.sleep(0.05)
-        assert await c.claim("BOB", c.owner(1)) == Claim(False, a.owner(1))
+        claim_bob = await c.claim("BOB", c.owner(1))
+        assert (claim_bob.granted, claim_bob.previous) == (False, a.owner(1))
         a.release("bob", a.owner(1))
         claim = await eventually(lambda: c.claim("BOB", c.owner(1)), lambda r: r.granted)
         assert claim == Claim(True, None)
@@ -321,7 +322,8 @@ async def test_a_released_name_can_be_claimed_again_at_once_on_the_same_node(
         assert await a.claim("carol", a.owner(2)) == Claim(True, None)  # a re-login
         await cluster.barrier()
         await trio.sleep(0.05)
-        assert await b.claim("Carol", b.owner(1)) == Claim(False, a.owner(2))
+        claim_carol = await b.claim("Carol", b.owner(1))
+        assert (claim_carol.granted, claim_carol.previous) == (False, a.owner(2))
 
 
 # ---------------------------------------------------------------------------------------

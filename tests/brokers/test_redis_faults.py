@@ -68,7 +68,7 @@ async def test_killed_redis_is_down_at_once_then_the_nodes_come_back_whole(
 
             fresh_redis.start()  # the same port, no data: a new epoch
             await wait_until(lambda: states(cluster) == [BrokerState.UP] * 2, within=5)
-            assert await b.claim("frank", b.owner(1)) == Claim(False, a.owner(1))  # re-claimed
+            assert await b.claim("frank", b.owner(1)) == Claim(False, a.owner(1), "Frank")  # again
             assert await eventually(lambda: b.members("q"), lambda r: r == ["Frank", "Zoe"])
             assert await publish(b, "after") == 1  # numbering starts again...
             new = await b.replay("q", 3, epoch=old_epoch, options=KEEP)
@@ -123,7 +123,7 @@ async def test_stopped_redis_fails_calls_within_the_timeout_and_blocks_nobody(
 
             await wait_until(lambda: states(cluster) == [BrokerState.UP] * 2, within=5)
             # Gina's lease ran out during the pause (Redis's clock went on); re-claimed.
-            assert await b.claim("gina", b.owner(1)) == Claim(False, a.owner(1))
+            assert await b.claim("gina", b.owner(1)) == Claim(False, a.owner(1), "Gina")
             seq = await publish(b, "after")
             await wait_until(lambda: seq in cluster.seen(a).seqs("q"))
             assert cluster.seen(a).payloads("q") == [b"before", b"after"]  # "stuck" never was
@@ -148,7 +148,7 @@ async def test_a_node_that_dies_without_leaving_frees_its_names_within_a_lease(
             monkeypatch.setattr(a, "_leave", crash)
             await cluster.node(a).stop()
             died = trio.current_time()
-            assert await b.claim("hal", b.owner(1)) == Claim(False, a.owner(1))  # still leased
+            assert await b.claim("hal", b.owner(1)) == Claim(False, a.owner(1), "Hal")  # leased
             claim = await eventually(lambda: b.claim("hal", b.owner(1)), lambda r: r.granted)
             assert claim == Claim(True, None)  # free, not taken over: its node is gone
             assert trio.current_time() - died < 1.0 + 0.5

@@ -112,15 +112,16 @@ local value = ARGV[2] .. '\\n' .. ARGV[3]
 if v then
   local nl = string.find(v, '\\n', 1, true)
   local held = string.sub(v, 1, nl - 1)
+  local spelling = string.sub(v, nl + 1)
   if held ~= ARGV[2] and held ~= ARGV[7] then
     local node = string.match(held, '^(.*)/[^/]*$')
     if redis.call('EXISTS', ARGV[1] .. ':node:' .. node) == 1 then
-      if ARGV[5] ~= '1' then return {0, held} end
+      if ARGV[5] ~= '1' then return {0, held, spelling} end
       redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
       if node ~= ARGV[6] then
         redis.call('PUBLISH', ARGV[1] .. ':to:' .. node, 'd' .. v)
       end
-      return {1, held}
+      return {1, held, spelling}
     end
   end
 end

@@ -849,12 +849,14 @@ class RedisBroker(Broker):
         ]
         keys = [self._name_key(name)]
         result = await self._call(self._op("claim", keys, args))
-        granted, previous = cast(list[Any], self._in_time(result))
+        answer = cast(list[Any], self._in_time(result))
+        granted, previous = answer[0], answer[1]
         held = previous.decode() if isinstance(previous, bytes) else None
+        spelling = answer[2].decode() if len(answer) > 2 and answer[2] else None
         if not granted:
-            return Claim(False, held)
+            return Claim(False, held, spelling)
         self._names[key] = (name, owner)
-        return Claim(True, held)
+        return Claim(True, held, spelling)
 
     def release(self, name: str, owner: str) -> None:
         key = name_key(name)
