@@ -128,6 +128,42 @@ class WebSocketConnection:
         remote: ``"host:port"`` of the peer when known.
     """
 
+    __slots__ = (
+        "_aborted",
+        "_closed",
+        "_closed_event",
+        "_drain_task",
+        "_drained",
+        "_draining",
+        "_error",
+        "_inbox",
+        "_inbox_changed",
+        "_message_seen",
+        "_on_admit",
+        "_pending",
+        "_pending_size",
+        "_pong_waiters",
+        "_reader_running",
+        "_unsettled",
+        "_unyielded",
+        "background",
+        "bytes_in",
+        "bytes_out",
+        "close_timeout",
+        "id",
+        "last_received",
+        "messages_in",
+        "messages_out",
+        "ping_sent_at",
+        "protocol",
+        "remote",
+        "request",
+        "send_timeout",
+        "subprotocol",
+        "transport",
+        "write_buffer_size",
+    )
+
     def __init__(
         self,
         transport: Transport,
