@@ -211,7 +211,7 @@ def test_no_event_before_the_final_fragment() -> None:
 def test_cannot_switch_type_mid_message() -> None:
     proto = client()
     proto.send_text("a", final=False)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=r"^cannot switch message type in the middle"):
         proto.send_bytes(b"b")
 
 
@@ -302,6 +302,14 @@ PROTOCOL_ERROR_REASONS = {
     "new-fragment-during-fragmented-message": _NEW_DATA_FRAME,
     "close-1-byte-payload": "close frame with a 1-byte payload",
 }
+
+
+def test_remote_protocol_error_repr_and_text() -> None:
+    refusal = RemoteProtocolError("bad header", http_status=400)
+    assert str(refusal) == "bad header"
+    assert repr(refusal) == "RemoteProtocolError('bad header', close_code=1002, http_status=400)"
+    too_big = RemoteProtocolError("too big", close_code=CloseCode.MESSAGE_TOO_BIG)
+    assert repr(too_big) == "RemoteProtocolError('too big', close_code=1009)"
 
 
 @pytest.mark.parametrize("data", SERVER_PROTOCOL_ERRORS)
@@ -697,7 +705,7 @@ def test_close_without_status() -> None:
 
 
 def test_close_without_status_but_with_reason_is_refused() -> None:
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=r"^a close reason needs a close code$"):
         client().send_close(None, "why")
 
 
@@ -734,6 +742,7 @@ SEND_CALLS = [
     pytest.param(lambda p: p.send_pong(b""), id="pong"),
     pytest.param(lambda p: p.send_close(), id="close"),
 ]
+CANNOT_SEND = r"^cannot send a (message|ping|pong|close) in state [A-Z]+$"
 
 
 @pytest.mark.parametrize("send", SEND_CALLS)
@@ -741,7 +750,7 @@ def test_nothing_can_be_sent_after_send_close(send) -> None:  # type: ignore[no-
     proto = client()
     proto.send_close()
     proto.data_to_send()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=CANNOT_SEND):
         send(proto)
     assert proto.data_to_send() == b""
 
@@ -751,7 +760,7 @@ def test_nothing_can_be_sent_after_close_received(send) -> None:  # type: ignore
     proto = server()
     feed(proto, raw_frame(Opcode.CLOSE, close_payload(1000)))
     proto.data_to_send()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=CANNOT_SEND):
         send(proto)
     assert proto.data_to_send() == b""
 
@@ -762,14 +771,14 @@ def test_nothing_can_be_sent_after_failure(send) -> None:  # type: ignore[no-unt
     with pytest.raises(RemoteProtocolError):
         proto.receive_data(raw_frame(0x3, b""))
     proto.data_to_send()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=CANNOT_SEND):
         send(proto)
 
 
 @pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 0])
 def test_send_close_with_invalid_code(code: int) -> None:
     proto = server()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=rf"^close code {code} may not be sent$"):
         proto.send_close(code)
     assert proto.state is ConnectionState.OPEN
     assert proto.close_sent is None
@@ -905,7 +914,7 @@ def test_unsolicited_pong() -> None:
 @pytest.mark.parametrize("method", ["send_ping", "send_pong"])
 def test_control_payload_over_125_bytes_refused(method: str) -> None:
     proto = client()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=r"^control frame payload over 125 bytes$"):
         getattr(proto, method)(b"x" * 126)
     assert proto.data_to_send() == b""
     assert proto.state is ConnectionState.OPEN

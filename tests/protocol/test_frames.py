@@ -263,3 +263,27 @@ def test_rfc_mask_example() -> None:
 def test_compiled_mask_rejects_bad_key() -> None:
     with pytest.raises(ValueError, match="4 bytes"):
         apply_mask(b"data", b"abc")
+
+
+def test_frame_repr_shows_the_header_and_the_length() -> None:
+    frame = Frame(Opcode.TEXT, b"hello", True, False)
+    assert repr(frame) == "Frame(opcode=1, fin=True, rsv1=False, len=5)"
+
+
+def test_mask_keys_are_cut_from_4_kib_of_system_randomness(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pools = [bytes([n]) * 4092 + b"last" for n in range(2)]
+    calls: list[int] = []
+
+    def urandom(size: int) -> bytes:
+        calls.append(size)
+        return pools[len(calls) - 1]
+
+    monkeypatch.setattr(_frames.os, "urandom", urandom)
+    keys = _frames._MaskKeys()
+    got = [keys.next() for _ in range(1025)]
+    assert calls == [4096, 4096]  # 1,024 keys per pool, then a fresh one
+    assert got[:2] == [b"\x00" * 4, b"\x00" * 4]
+    assert got[1023] == b"last"
+    assert got[1024] == b"\x01" * 4
