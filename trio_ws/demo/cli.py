@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import ssl
+import subprocess
 import sys
+import time
 from typing import NoReturn
 
 import trio
@@ -78,9 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="server processes sharing the port; more than 1 needs a broker shared by "
-        "the processes, which 'memory' is not (default: %(default)s)",
+        help="server processes sharing the port (SO_REUSEPORT), each a node of the broker, "
+        "restarted if one dies; more than 1 needs a shared broker (redis://...), which "
+        "'memory' is not (default: %(default)s)",
     )
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--tls-cert", metavar="PEM", help="certificate chain: serve https:// and wss://"
     )
@@ -148,7 +153,7 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker: Broker) -> None:
     # Bound before serving, so "address in use" is one line, not an exception group.
     try:
-        sockets = bind_sockets(args.host, args.port)
+        sockets = bind_sockets(args.host, args.port, reuse_port=args.worker is not None)
     except OSError as exc:
         _fail(f"cannot listen on {args.host or '*'}:{args.port}: {exc.strerror or exc}")
     app = create_app(
@@ -159,6 +164,9 @@ async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker:
     http, ws = ("https", "wss") if context is not None else ("http", "ws")
 
     def ready(addresses: list[Address]) -> None:
+        if args.worker is not None:  # the supervisor prints the URLs once
+            print(f"trio-ws-demo: worker {args.worker} (pid {os.getpid()}) serving", flush=True)
+            return
         shown = dict.fromkeys(address.url_host for address in addresses)
         for where in shown:
             print(f"trio-ws-demo: page      {http}://{where}/", flush=True)
@@ -168,7 +176,8 @@ async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker:
             print("trio-ws-demo: (listening on every interface)", flush=True)
 
     def stopping(signum: int) -> None:
-        print(f"trio-ws-demo: {signal.Signals(signum).name}: shutting down", flush=True)
+        if args.worker is None:
+            print(f"trio-ws-demo: {signal.Signals(signum).name}: shutting down", flush=True)
 
     await serve_until_signal(
         app, listeners=sockets, ssl_context=context, on_ready=ready, on_signal=stopping
@@ -186,10 +195,107 @@ def main(argv: list[str] | None = None) -> None:
         broker = broker_from_url(args.broker)
     except (ValueError, ImportError) as exc:
         _fail(str(exc))
-    if args.workers != 1:
+    if args.workers != 1 and broker.kind == "memory":
         _fail("--workers above 1 needs a broker shared by the processes; 'memory' is per process")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     context = _ssl_context(args)
+    if args.workers > 1:
+        try:  # fail here, in one line, rather than in every worker
+            for sock in bind_sockets(args.host, args.port, reuse_port=True):
+                sock.close()
+        except OSError as exc:
+            _fail(f"cannot listen on {args.host or '*'}:{args.port}: {exc.strerror or exc}")
+        raise SystemExit(supervise(args, sys.argv[1:] if argv is None else argv))
     trio.run(_run, args, context, broker)
+
+
+def _worker_argv(argv: list[str], index: int) -> list[str]:
+    """The worker's command: the same options, one process, marked as worker ``index``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        out.append(arg)
+    return [sys.executable, "-m", "trio_ws.demo.cli", *out, "--worker", str(index)]
+
+
+RESTART_BACKOFF = (0.1, 5.0)
+"""Seconds before restarting a worker that died: doubling from the first, up to the
+second, for a worker that keeps dying within a second of its start."""
+
+
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``args.workers`` worker processes on one port (SO_REUSEPORT), each a node of the
+    broker: print the URLs once, restart a worker that dies (and log it), and on SIGINT or
+    SIGTERM stop every worker (each drains its clients with 1001) and return 0."""
+    log = logging.getLogger("trio_ws.demo")
+    stop = [0]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop[0] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    started: dict[int, float] = {}
+    backoff: dict[int, float] = {}
+
+    def spawn(index: int) -> None:
+        workers[index] = subprocess.Popen(_worker_argv(argv, index))
+        started[index] = time.monotonic()
+
+    for index in range(1, args.workers + 1):
+        spawn(index)
+    http = "https" if args.tls_cert else "http"
+    where = Address(args.host or "0.0.0.0", args.port).url_host
+    print(f"trio-ws-demo: page      {http}://{where}/", flush=True)
+    print(f"trio-ws-demo: dashboard {http}://{where}/dashboard", flush=True)
+    print(f"trio-ws-demo: websocket {'wss' if args.tls_cert else 'ws'}://{where}/ws", flush=True)
+    print(f"trio-ws-demo: {args.workers} workers, broker {args.broker}", flush=True)
+    pending: dict[int, float] = {}
+    while not stop[0]:
+        time.sleep(0.1)
+        now = time.monotonic()
+        for index, proc in list(workers.items()):
+            if index in pending or proc.poll() is None:
+                continue
+            quick = now - started[index] < 1.0
+            delay = min(backoff.get(index, RESTART_BACKOFF[0]) * 2, RESTART_BACKOFF[1])
+            backoff[index] = delay if quick else RESTART_BACKOFF[0]
+            log.warning(
+                "worker %d (pid %d) exited with status %s; restarting in %.1f s",
+                index,
+                proc.pid,
+                proc.returncode,
+                backoff[index],
+            )
+            pending[index] = now + backoff[index]
+        for index, when in list(pending.items()):
+            if now >= when and not stop[0]:
+                del pending[index]
+                spawn(index)
+    print(f"trio-ws-demo: {signal.Signals(stop[0]).name}: shutting down", flush=True)
+    for proc in workers.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in workers.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    main()
