@@ -628,3 +628,39 @@ async def test_a_client_may_hold_at_most_its_share_of_subscriptions() -> None:
             await greedy.send({"type": "grouped", "action": "subscribe", "group": "g3"})
             reply = await receive_json(greedy)
             assert (reply["type"], reply["code"]) == ("error", "too_many_subscriptions")
+
+
+async def test_metrics_and_the_stats_stream_show_the_cluster() -> None:
+    from trio_ws._stats import cluster_view, snapshot
+
+    from .conftest import body_of, http_exchange
+
+    with trio.fail_after(10):
+        async with two_nodes() as ((_app_a, address_a), (app_b, address_b)):
+            async with logged_in(address_a, "a1"), logged_in(address_b, "b1"):
+                async with logged_in(address_b, "b2"):
+                    request = f"GET /metrics HTTP/1.1\r\nHost: {address_a}\r\n\r\n".encode()
+                    text = body_of(await http_exchange(address_a, request)).decode()
+                    assert "trio_ws_cluster_nodes 2" in text
+                    assert 'trio_ws_cluster_clients{node="a"} 1' in text
+                    assert 'trio_ws_cluster_clients{node="b"} 2' in text
+                    view = await cluster_view(app_b)
+                    body = snapshot(app_b, view)
+                    assert body["node"] == "b"
+                    assert body["cluster_clients"] == 3
+                    assert [n["id"] for n in body["nodes"]] == ["a", "b"]
+                    assert body["broker"]["state"] == "up"
+
+
+async def test_the_cluster_view_says_when_the_broker_cannot_answer() -> None:
+    from trio_ws._stats import cluster_view
+
+    class Unreachable(MemoryBroker):
+        async def nodes(self) -> list[trio_ws.brokers.NodeInfo]:
+            raise BrokerUnavailable
+
+    app = App(broker=Unreachable())
+    view = await cluster_view(app)
+    assert view["nodes"] is None
+    assert view["cluster_clients"] is None
+    assert "trio_ws_cluster_nodes" not in app.metrics_text()

@@ -50,18 +50,22 @@ def healthz(app: App, _request: Request) -> HttpResponse:
     return HttpResponse(200, json.dumps(body) + "\n", "application/json")
 
 
-def metrics(app: App, request: Request) -> HttpResponse:
+async def metrics(app: App, request: Request) -> HttpResponse:
     """``/metrics``: with ``App(metrics_token=...)`` for whoever sends it (``Authorization:
     Bearer``, or ``?token=``), else only for peers on this machine; 403 otherwise."""
     token = app.metrics_token
     allowed = bearer_token_matches(request, token) if token is not None else peer_is_loopback()
     if not allowed:
         return HttpResponse(403, "forbidden\n")
-    return HttpResponse(200, metrics_text(app), "text/plain; version=0.0.4; charset=utf-8")
+    from ._stats import cluster_view
+
+    text = metrics_text(app, await cluster_view(app))
+    return HttpResponse(200, text, "text/plain; version=0.0.4; charset=utf-8")
 
 
-def metrics_text(app: App) -> str:
-    """The Prometheus text exposition of this node's counters."""
+def metrics_text(app: App, cluster: dict[str, Any] | None = None) -> str:
+    """The Prometheus text exposition of this node's counters (and, with ``cluster`` from
+    :func:`trio_ws._stats.cluster_view`, of every live node's)."""
     stats = app.server.statistics()
     lines = [
         "# HELP trio_ws_open_connections Open WebSocket connections.",
@@ -154,5 +158,25 @@ def metrics_text(app: App) -> str:
         "# HELP trio_ws_broker_errors_total Operations refused while the broker was unavailable.",
         "# TYPE trio_ws_broker_errors_total counter",
         f"trio_ws_broker_errors_total {broker.errors}",
+        "# HELP trio_ws_broker_latency_seconds Mean round trip of the latest broker operations.",
+        "# TYPE trio_ws_broker_latency_seconds gauge",
+        f"trio_ws_broker_latency_seconds {broker.latency_seconds:.6f}",
     ]
+    nodes = cluster.get("nodes") if cluster else None
+    if nodes is not None:
+        lines += [
+            "# HELP trio_ws_cluster_nodes Live nodes of the cluster, as the broker knows them.",
+            "# TYPE trio_ws_cluster_nodes gauge",
+            f"trio_ws_cluster_nodes {len(nodes)}",
+            "# HELP trio_ws_cluster_connections Open connections, by node.",
+            "# TYPE trio_ws_cluster_connections gauge",
+        ]
+        lines += [
+            f'trio_ws_cluster_connections{{node="{n["id"]}"}} {n["connections"]}' for n in nodes
+        ]
+        lines += [
+            "# HELP trio_ws_cluster_clients Logged-in clients, by node.",
+            "# TYPE trio_ws_cluster_clients gauge",
+        ]
+        lines += [f'trio_ws_cluster_clients{{node="{n["id"]}"}} {n["clients"]}' for n in nodes]
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ import trio
 
 from ._connection import ConnectionClosed, WebSocketConnection, dumps
 from ._http import bearer_token_matches, peer_is_loopback
+from .brokers._base import BrokerUnavailable
 from .protocol._errors import CloseCode
 from .protocol._frames import Opcode, encode_frame
 
@@ -23,8 +24,33 @@ if TYPE_CHECKING:
 StatsProvider = Callable[[], dict[str, Any]]
 
 
-def snapshot(app: App) -> dict[str, Any]:
-    """The app's counters now, as a JSON-ready ``{"type": "stats", ...}`` object."""
+async def cluster_view(app: App, *, within: float = 2.0) -> dict[str, Any]:
+    """This node and the cluster through the broker: every live node with its connections
+    and clients, and the totals. ``nodes`` is ``None`` when the broker cannot answer (in
+    ``within`` seconds)."""
+    broker = app.broker.describe()
+    nodes: list[dict[str, Any]] | None = None
+    with trio.move_on_after(within):
+        try:
+            found = await app.broker.nodes()
+        except BrokerUnavailable:
+            found = None
+        if found is not None:
+            nodes = [
+                {"id": n.node_id, "connections": n.connections, "clients": n.clients} for n in found
+            ]
+    return {
+        "node": broker["node"],
+        "broker": broker,
+        "nodes": nodes,
+        "cluster_connections": sum(n["connections"] for n in nodes) if nodes else None,
+        "cluster_clients": sum(n["clients"] for n in nodes) if nodes else None,
+    }
+
+
+def snapshot(app: App, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The app's counters now, as a JSON-ready ``{"type": "stats", ...}`` object (with
+    ``cluster``, from :func:`cluster_view`, merged in)."""
     stats = app.server.statistics()
     body: dict[str, Any] = {
         "type": "stats",
@@ -54,6 +80,8 @@ def snapshot(app: App) -> dict[str, Any]:
     }
     for provider in app.stats_providers:
         body.update(provider())
+    if cluster is not None:
+        body.update(cluster)
     return body
 
 
@@ -76,16 +104,19 @@ class StatsFeed:
         self.viewers: set[WebSocketConnection] = set()
         self.snapshots = 0
         self._frame: bytes | None = None
+        self._cluster: dict[str, Any] | None = None
 
     async def run(self) -> None:
         while True:
             if self.viewers:
+                self._cluster = await cluster_view(self.app, within=self.interval)
                 self._publish()
             await trio.sleep(self.interval)
 
     def _publish(self) -> None:
         self.snapshots += 1
-        self._frame = encode_frame(Opcode.TEXT, dumps(snapshot(self.app)).encode())
+        frame = dumps(snapshot(self.app, self._cluster)).encode()
+        self._frame = encode_frame(Opcode.TEXT, frame)
         for conn in list(self.viewers):
             self._send(conn, self._frame)
 

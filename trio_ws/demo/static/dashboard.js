@@ -147,6 +147,17 @@
       cell(rate(queueRates.get(q.name)), "num"),
     ], { "data-queue": q.name })), 7, "No queues yet.");
 
+    const broker = s.broker || {};
+    const latency = broker.latency_ms ? `, ${broker.latency_ms} ms per round trip` : "";
+    $("broker-state").textContent = broker.kind
+      ? `${broker.kind} broker ${broker.state}${latency}; this node ${s.node}`
+      : "";
+    document.body.dataset.broker = broker.state || "";
+    fill("nodes", (s.nodes || []).map((n) => row([
+      cell(n.id === s.node ? `${n.id} (this node)` : n.id, "symbol"),
+      cell(int(n.connections), "num"), cell(int(n.clients), "num"),
+    ], { "data-node": n.id })), 3, s.nodes === null ? "The broker cannot be reached." : "No node reported yet.");
+
     fill("services", (s.services || []).map((sv) => row([
       cell(sv.type, "symbol"), cell(int(sv.calls), "num"), cell(int(sv.errors), "num"),
       cell(ms(sv.mean_ms), "num"), cell(ms(sv.p99_ms), "num"),
