@@ -1075,3 +1075,23 @@ def test_an_unbounded_round_takes_the_bytes_of_retracted_messages_too() -> None:
     messages[1].retracted = True
     assert seqs(buffer.take_round()) == [1, 3]
     assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_release_reports_none_of_the_held_drops_an_empty_replay_covers() -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", held=True)
+    for live in (3, 4, 5, 6, 7):
+        buffer.offer(lane, sized(live), "drop")
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(3, 6, "q"), [7])
+    buffer.release_lane("q", seq=4)  # up to date at 4: only 5 and 6 are missed
+    assert lane.gap == Gap(5, 6, "q")
+    assert buffer.take_round() == [Gap(5, 6, "q"), msg_like(7)]
+
+
+def test_a_round_with_one_byte_left_takes_one_more_message() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q")
+    for seq in range(1, 5):
+        buffer.offer(lane, sized(seq, 100), "drop")
+    assert seqs(buffer.take_round(max_bytes=201)) == [1, 2, 3]
+    assert (buffer.size, buffer.bytes) == (1, 100)
