@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+
+import attrs
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -15,11 +19,16 @@ from trio_ws._queue_model import (
     History,
     Lane,
     Message,
+    PayloadKind,
     QueueError,
+    QueueOptions,
     RateLimiter,
     SubscriberBuffer,
     check_queue_name,
+    encode_body,
+    make_message,
 )
+from trio_ws.protocol._frames import encode_frame
 
 
 def publish(history: History, n: int = 1, *, key: str | None = None, time: float = 0.0) -> None:
@@ -204,6 +213,11 @@ def test_rate_limiter_token_bucket() -> None:
 
 # ---------------------------------------------------------------------------------------
 # Buffers
+
+
+def exactly(text: str) -> str:
+    """A ``match`` pattern for exactly ``text``."""
+    return f"^{re.escape(text)}$"
 
 
 def msg(seq: int) -> Message:
@@ -487,3 +501,597 @@ def test_a_round_can_be_bounded_in_bytes() -> None:
     assert buffer.size == 7
     assert buffer.bytes == 700
     assert [m.seq for m in buffer.take_round()] == list(range(4, 11))
+
+
+# ---------------------------------------------------------------------------------------
+# Queue options
+
+
+def test_queue_options_defaults() -> None:
+    options = QueueOptions()
+    assert attrs.asdict(options, recurse=False) == {
+        "history": 100,
+        "max_history_bytes": 1 << 20,
+        "ttl": None,
+        "policy": "drop",
+        "priority": 0,
+        "quota": None,
+        "max_publish_rate": None,
+        "auto_subscribe": False,
+    }
+    assert options.max_history_bytes == 1048576
+    with pytest.raises(TypeError):
+        QueueOptions(5)  # type: ignore[misc]  # keywords only
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        options.history = 5  # type: ignore[misc]
+
+
+def test_queue_options_accept_the_edges() -> None:
+    options = QueueOptions(
+        history=0,
+        max_history_bytes=1,
+        ttl=0.001,
+        policy="disconnect",
+        priority=-3,
+        quota=1,
+        max_publish_rate=(1, 0.5),
+        auto_subscribe=True,
+    )
+    assert (options.history, options.max_history_bytes, options.ttl) == (0, 1, 0.001)
+    assert (options.policy, options.priority, options.quota) == ("disconnect", -3, 1)
+    assert (options.max_publish_rate, options.auto_subscribe) == ((1, 0.5), True)
+    assert QueueOptions(max_history_bytes=None, ttl=None, quota=None).max_history_bytes is None
+    assert QueueOptions(max_publish_rate=(2, 1)).max_publish_rate == (2, 1)
+
+
+@pytest.mark.parametrize("value", [-1, 1.0, True, "1", None])
+def test_queue_options_refuse_a_bad_history(value: object) -> None:
+    with pytest.raises(
+        ValueError, match=exactly(f"history must be an integer >= 0, not {value!r}")
+    ):
+        QueueOptions(history=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["max_history_bytes", "ttl", "quota"])
+@pytest.mark.parametrize("value", [0, -1, 0.0, True, False])
+def test_queue_options_refuse_a_non_positive_bound(name: str, value: object) -> None:
+    with pytest.raises(
+        ValueError, match=exactly(f"{name} must be positive or None, not {value!r}")
+    ):
+        QueueOptions(**{name: value})
+
+
+@pytest.mark.parametrize("value", ["Drop", "", None, "dropXX"])
+def test_queue_options_refuse_an_unknown_policy(value: object) -> None:
+    with pytest.raises(
+        ValueError, match=exactly(f"policy must be one of ('drop', 'disconnect'), not {value!r}")
+    ):
+        QueueOptions(policy=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value", [[1, 1.0], (1,), (1, 1.0, 1), (1.0, 1.0), (True, 1.0), (0, 1.0), (1, 0), (1, -1.0)]
+)
+def test_queue_options_refuse_a_bad_rate(value: object) -> None:
+    with pytest.raises(
+        ValueError,
+        match=exactly(f"max_publish_rate must be (count >= 1, seconds > 0), not {value!r}"),
+    ):
+        QueueOptions(max_publish_rate=value)  # type: ignore[arg-type]
+
+
+def test_queue_options_check_the_types_of_priority_and_auto_subscribe() -> None:
+    with pytest.raises(TypeError):
+        QueueOptions(priority="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        QueueOptions(auto_subscribe=1)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------
+# Publishing: bodies and messages
+
+
+class Dumps:
+    """A ``dumps`` that records what it was given."""
+
+    def __init__(self) -> None:
+        self.given: list[object] = []
+
+    def __call__(self, value: object) -> str:
+        self.given.append(value)
+        return json.dumps(value, separators=(",", ":"))
+
+
+def test_encode_body_of_each_kind() -> None:
+    dumps = Dumps()
+    assert PayloadKind.TEXT == 1
+    assert PayloadKind.BINARY == 2
+    assert PayloadKind.JSON == 3
+    assert encode_body("héllo", dumps) == ("héllo".encode(), 1)
+    assert encode_body({"a": 1}, dumps) == (b'{"a":1}', 3)
+    for raw in (b"\x00b", bytearray(b"\x00b"), memoryview(b"\x00b")):
+        body, kind = encode_body(raw, dumps)
+        assert (type(body), body, kind) == (bytes, b"\x00b", 2)
+    assert dumps.given == [{"a": 1}]
+
+
+def test_encode_body_leaves_the_seq_out_of_a_json_body() -> None:
+    dumps = Dumps()
+    given = {"a": 1, "seq": 9, "b": 2}
+    assert encode_body(given, dumps) == (b'{"a":1,"b":2}', 3)
+    assert given == {"a": 1, "seq": 9, "b": 2}  # the caller's dict is not changed
+    assert encode_body({"seq": 9}, dumps) == (b"{}", 3)
+    assert dumps.given == [{"a": 1, "b": 2}, {}]
+    kept = {"a": 1}
+    encode_body(kept, dumps)
+    assert dumps.given[-1] is kept  # no copy without a seq to leave out
+
+
+def test_encode_body_of_a_str_subclass_and_of_other_types() -> None:
+    class Name(str):
+        pass
+
+    assert encode_body(Name("ab"), Dumps()) == (b"ab", 1)
+    for bad, typename in ((3, "int"), (None, "NoneType"), ([1], "list")):
+        with pytest.raises(TypeError) as info:
+            encode_body(bad, Dumps())  # type: ignore[arg-type]
+        assert str(info.value) == f"cannot publish {typename}; use dict, str or bytes"
+
+
+def test_make_message_splices_the_seq_into_a_json_body() -> None:
+    message = make_message(7, b'{"a":1}', PayloadKind.JSON, key="k", time=2.5)
+    assert bytes(message.payload) == b'{"a":1,"seq":7}'
+    assert message.frame == encode_frame(1, b'{"a":1,"seq":7}')
+    assert (message.seq, message.opcode, message.key, message.time) == (7, 1, "k", 2.5)
+    assert json.loads(bytes(message.payload)) == {"a": 1, "seq": 7}
+    empty = make_message(12, b"{}", PayloadKind.JSON)
+    assert bytes(empty.payload) == b'{"seq":12}'
+    assert (empty.key, empty.time) == (None, 0.0)
+
+
+def test_make_message_of_text_and_binary_bodies() -> None:
+    text = make_message(1, b"hi", PayloadKind.TEXT)
+    assert (text.opcode, text.frame, bytes(text.payload)) == (1, b"\x81\x02hi", b"hi")
+    binary = make_message(2, b"\x00\x01", PayloadKind.BINARY)
+    assert (binary.opcode, binary.frame, bytes(binary.payload)) == (
+        2,
+        b"\x82\x02\x00\x01",
+        b"\x00\x01",
+    )
+    blank = make_message(3, b"", PayloadKind.BINARY)
+    assert (blank.frame, bytes(blank.payload)) == (b"\x82\x00", b"")
+
+
+@pytest.mark.parametrize("size", [1, 125, 126, 70000])
+def test_the_payload_of_a_message_is_a_view_of_its_frame(size: int) -> None:
+    body = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    message = make_message(1, body, PayloadKind.BINARY)
+    assert isinstance(message.payload, memoryview)
+    assert message.payload.obj is message.frame
+    assert bytes(message.payload) == body
+    assert message.frame == encode_frame(2, body)
+
+
+# ---------------------------------------------------------------------------------------
+# History: the byte budget
+
+
+def frame_msg(seq: int, size: int, *, key: str | None = None) -> Message:
+    return Message(seq, b"x" * size, key=key)
+
+
+def test_history_counts_the_bytes_it_keeps() -> None:
+    history = History(3)
+    assert (history.max_bytes, history.bytes) == (None, 0)
+    for seq, size in ((1, 10), (2, 20), (3, 30)):
+        history.append(frame_msg(seq, size))
+    assert history.bytes == 60
+    history.append(frame_msg(4, 40))  # evicts 1 (10 bytes)
+    assert history.bytes == 90
+    assert seqs(list(history.kept)) == [2, 3, 4]
+    nothing = History(0)
+    nothing.append(frame_msg(1, 10))
+    assert (nothing.bytes, len(nothing.kept), nothing.seq) == (0, 0, 1)
+
+
+def test_history_evicts_the_oldest_over_its_byte_budget() -> None:
+    history = History(100, max_bytes=100)
+    assert history.max_bytes == 100
+    for seq in range(1, 5):
+        history.append(frame_msg(seq, 25))
+    assert (history.bytes, seqs(list(history.kept))) == (100, [1, 2, 3, 4])  # exactly full
+    history.append(frame_msg(5, 50))  # 150: evicts 1 and 2
+    assert (history.bytes, seqs(list(history.kept))) == (100, [3, 4, 5])
+    history.append(frame_msg(6, 101))  # larger than the budget alone: nothing is kept
+    assert (history.bytes, list(history.kept), history.seq) == (0, [], 6)
+    assert history.replay(2) == (Gap(3, 6), [])
+    history.append(frame_msg(7, 1))
+    assert (history.bytes, seqs(list(history.kept))) == (1, [7])
+
+
+def test_evict_oldest_returns_the_bytes_it_freed() -> None:
+    history = History(10)
+    assert history.evict_oldest() == 0
+    assert history.bytes == 0
+    history.append(frame_msg(1, 7))
+    history.append(frame_msg(2, 5))
+    assert history.evict_oldest() == 7
+    assert (history.bytes, seqs(list(history.kept))) == (5, [2])
+    assert history.evict_oldest() == 5
+    assert history.evict_oldest() == 0
+    assert (history.bytes, list(history.kept)) == (0, [])
+    assert history.replay(0) == (Gap(1, 2), [])
+
+
+def test_evict_oldest_forgets_the_key_of_what_it_evicts() -> None:
+    history = History(10)
+    history.append(frame_msg(1, 1, key="k"))
+    history.append(frame_msg(2, 1, key="k"))
+    history.append(frame_msg(3, 1, key="j"))
+    history.evict_oldest()
+    assert [m.seq for m in history._keyed["k"]] == [2]
+    history.evict_oldest()
+    assert sorted(history._keyed) == ["j"]
+    assert history.retract("k") == 0
+    assert history.retract("j") == 1
+
+
+def test_evict_oldest_keeps_a_newer_message_of_a_retracted_key() -> None:
+    history = History(10)
+    history.append(frame_msg(1, 1, key="k"))
+    assert history.retract("k") == 1  # forgets the key
+    history.append(frame_msg(2, 1, key="k"))
+    assert history.evict_oldest() == 1  # the retracted 1: the key's deque starts with 2
+    assert [m.seq for m in history._keyed["k"]] == [2]
+    assert history.retract("k") == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Held lanes and their release
+
+
+def sized(seq: int, size: int = 10) -> Message:
+    return Message(seq, b"x" * size)
+
+
+def test_a_lane_is_not_held_unless_told() -> None:
+    assert Lane("q", priority=0, quota=None, order=1).held is False
+    buffer = SubscriberBuffer(4)
+    assert buffer.add_lane("q").held is False
+    assert buffer.add_lane("h", held=True).held is True
+
+
+def test_a_held_lane_collects_but_hands_out_nothing() -> None:
+    buffer = SubscriberBuffer(4)
+    held = buffer.add_lane("held", priority=9, notices=[b"n"], held=True)
+    other = buffer.add_lane("other")
+    assert buffer.offer(held, sized(5), "drop") == OFFERED
+    assert buffer.offer(other, sized(1), "drop") == OFFERED
+    assert buffer.take_round() == [msg_like(1)]  # the held lane, first by priority, is skipped
+    assert (buffer.size, buffer.bytes) == (1, 10)
+    assert held.notices == [b"n"]
+    assert seqs(list(held.messages)) == [5]
+
+
+def test_release_puts_the_replay_ahead_and_drops_duplicates() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", notices=[b"live"], held=True)
+    for seq in (5, 6, 7):
+        buffer.offer(lane, sized(seq), "drop")
+    assert (buffer.size, buffer.bytes) == (3, 30)
+    replay = [sized(seq, 3) for seq in (3, 4, 5, 6)] + [sized(7, 3)]  # 7 is past seq: left out
+    released = buffer.release_lane(
+        "q", seq=6, notices=[b"subscribed", b"more"], gap=Gap(1, 2), messages=replay
+    )
+    assert released is lane
+    assert lane.held is False
+    assert lane.gap == Gap(1, 2, "q")
+    assert [(m.seq, len(m.frame)) for m in lane.messages] == [
+        (3, 3),
+        (4, 3),
+        (5, 3),
+        (6, 3),
+        (7, 10),
+    ]
+    assert (buffer.size, buffer.bytes) == (5, 22)
+    assert buffer.take_round() == [
+        b"subscribed",
+        b"more",
+        b"live",
+        Gap(1, 2, "q"),
+        replay[0],
+        replay[1],
+        replay[2],
+        replay[3],
+        msg_like(7),
+    ]
+    assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_release_without_a_replay_keeps_the_live_messages_after_seq() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", held=True)
+    for seq in (4, 5):
+        buffer.offer(lane, sized(seq), "drop")
+    buffer.release_lane("q", seq=4)
+    assert lane.gap is None
+    assert lane.notices == []
+    assert seqs(list(lane.messages)) == [5]
+    assert (buffer.size, buffer.bytes) == (1, 10)
+    assert buffer.take_round() == [msg_like(5)]
+
+
+def test_release_drops_every_live_message_the_replay_covers() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", held=True)
+    for seq in (4, 5):
+        buffer.offer(lane, sized(seq), "drop")
+    buffer.release_lane("q", seq=9, messages=[sized(seq, 2) for seq in range(4, 10)])
+    assert [(m.seq, len(m.frame)) for m in lane.messages] == [(s, 2) for s in range(4, 10)]
+    assert (buffer.size, buffer.bytes) == (6, 12)
+
+
+def test_release_ignores_a_held_gap_the_replay_covers() -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", held=True)
+    for seq in (5, 6, 7):
+        buffer.offer(lane, sized(seq), "drop")  # 5 and 6 are dropped: gap 5-6, then 7
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(5, 6, "q"), [7])
+    buffer.release_lane("q", seq=6, messages=[sized(seq, 1) for seq in (5, 6)])
+    assert lane.gap is None
+    assert [(m.seq, len(m.frame)) for m in lane.messages] == [(5, 1), (6, 1), (7, 10)]
+    assert (buffer.size, buffer.bytes) == (3, 12)
+
+
+@pytest.mark.parametrize(
+    ("gap", "replay", "seq", "widened"),
+    [
+        (Gap(1, 2), [3, 4], 4, Gap(1, 6, "q")),  # from the replay's gap
+        (None, [3, 4], 4, Gap(3, 6, "q")),  # from its first message
+        (None, [], 4, Gap(5, 6, "q")),  # nothing replayed: from seq + 1
+        (Gap(2, 2), [3, 4, 5], 4, Gap(2, 6, "q")),  # replay messages past seq do not count
+    ],
+)
+def test_release_widens_the_gap_of_live_messages_dropped_while_held(
+    gap: Gap | None, replay: list[int], seq: int, widened: Gap
+) -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", held=True)
+    for live in (5, 6, 7):
+        buffer.offer(lane, sized(live), "drop")
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(5, 6, "q"), [7])
+    buffer.release_lane(
+        "q", seq=seq, notices=[b"s"], gap=gap, messages=[sized(s, 1) for s in replay]
+    )
+    assert lane.gap == widened
+    assert seqs(list(lane.messages)) == [7]  # the replay is inside the gap: not handed out
+    assert (buffer.size, buffer.bytes) == (1, 10)
+    assert buffer.take_round() == [b"s", widened, msg_like(7)]
+
+
+def test_release_widens_a_held_gap_that_starts_after_seq() -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", held=True)
+    for live in (8, 9, 10):
+        buffer.offer(lane, sized(live), "drop")
+    assert lane.gap == Gap(8, 9, "q")
+    buffer.release_lane("q", seq=4)  # 5-7 were never offered: the gap covers them too
+    assert lane.gap == Gap(5, 9, "q")
+    buffer2 = SubscriberBuffer(1)
+    lane2 = buffer2.add_lane("q", held=True)
+    for live in (8, 9, 10):
+        buffer2.offer(lane2, sized(live), "drop")
+    buffer2.release_lane("q", seq=4, messages=[sized(4, 1)])
+    assert lane2.gap == Gap(4, 9, "q")  # the replayed 4 is not handed out: the gap has it
+
+
+def test_release_of_a_held_gap_ending_at_seq_uses_the_replay() -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", held=True)
+    for live in (5, 6):
+        buffer.offer(lane, sized(live), "drop")
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(5, 5, "q"), [6])
+    buffer.release_lane("q", seq=6, gap=Gap(1, 4), messages=[sized(5, 1), sized(6, 1)])
+    assert lane.gap == Gap(1, 4, "q")
+    assert [(m.seq, len(m.frame)) for m in lane.messages] == [(5, 1), (6, 1)]
+    assert (buffer.size, buffer.bytes) == (2, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# The buffer's byte budget
+
+
+def test_buffer_byte_budget_defaults_and_limits() -> None:
+    assert SubscriberBuffer(1).max_bytes is None
+    assert SubscriberBuffer(1, max_bytes=1).max_bytes == 1
+    for bad in (0, -5):
+        with pytest.raises(
+            ValueError, match=exactly(f"max_bytes must be positive or None, not {bad}")
+        ):
+            SubscriberBuffer(1, max_bytes=bad)
+    with pytest.raises(ValueError, match=exactly("capacity must be positive, not -1")):
+        SubscriberBuffer(-1)
+
+
+def test_buffer_bytes_follow_every_change() -> None:
+    buffer = SubscriberBuffer(10)
+    assert buffer.bytes == 0
+    a = buffer.add_lane("a", messages=[sized(1, 3), sized(2, 4)])
+    assert (buffer.size, buffer.bytes) == (2, 7)
+    buffer.add_lane("b", messages=[sized(1, 5)])
+    assert (buffer.size, buffer.bytes) == (3, 12)
+    assert buffer.offer(a, sized(3, 6), "drop") == OFFERED
+    assert (buffer.size, buffer.bytes) == (4, 18)
+    buffer.remove_lane("b")
+    assert (buffer.size, buffer.bytes) == (3, 13)
+    buffer.clear()
+    assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_a_message_that_fits_the_byte_budget_exactly_is_offered() -> None:
+    buffer = SubscriberBuffer(10, max_bytes=30)
+    lane = buffer.add_lane("q")
+    assert buffer.offer(lane, sized(1, 10), "drop") == OFFERED
+    assert buffer.offer(lane, sized(2, 20), "drop") == OFFERED
+    assert (buffer.size, buffer.bytes, lane.gap) == (2, 30, None)
+    assert buffer.offer(lane, sized(3, 1), "disconnect") == OVERFLOW
+    assert (buffer.size, buffer.bytes, lane.gap) == (2, 30, None)
+
+
+def test_a_drop_for_bytes_drops_no_more_than_it_needs() -> None:
+    buffer = SubscriberBuffer(10, max_bytes=30)
+    lane = buffer.add_lane("q")
+    for seq, size in ((1, 10), (2, 10), (3, 10)):
+        buffer.offer(lane, sized(seq, size), "drop")
+    assert buffer.offer(lane, sized(4, 20), "drop") == DROPPED  # 10 + 20 fits exactly
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(1, 2, "q"), [3, 4])
+    assert (buffer.size, buffer.bytes) == (2, 30)
+
+
+def test_a_full_lane_drops_one_for_one_within_the_byte_budget() -> None:
+    buffer = SubscriberBuffer(2, max_bytes=100)
+    lane = buffer.add_lane("q")
+    for seq in (1, 2, 3):
+        buffer.offer(lane, sized(seq, 10), "drop")
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(1, 1, "q"), [2, 3])
+    assert (buffer.size, buffer.bytes) == (2, 20)
+
+
+def test_a_replay_over_capacity_stays_until_bytes_run_short() -> None:
+    buffer = SubscriberBuffer(2, max_bytes=45)
+    lane = buffer.add_lane("q", messages=[sized(seq) for seq in (1, 2, 3)])  # over capacity
+    assert buffer.offer(lane, sized(4), "drop") == DROPPED  # one for one: 2, 3, 4 = 30 bytes
+    assert (lane.gap, seqs(list(lane.messages)), buffer.bytes) == (Gap(1, 1, "q"), [2, 3, 4], 30)
+    assert buffer.offer(lane, sized(5, 26), "drop") == DROPPED  # one for one, then bytes
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(1, 3, "q"), [4, 5])
+    assert (buffer.size, buffer.bytes) == (2, 36)
+
+
+def test_a_message_missed_for_bytes_held_elsewhere_joins_the_gap() -> None:
+    buffer = SubscriberBuffer(10, max_bytes=30)
+    a = buffer.add_lane("a")
+    b = buffer.add_lane("b")
+    buffer.offer(b, sized(1, 25), "drop")
+    buffer.offer(a, sized(1, 5), "drop")
+    assert buffer.offer(a, sized(2, 10), "drop") == DROPPED  # drops 1 of a, still short
+    assert (a.gap, list(a.messages)) == (Gap(1, 2, "a"), [])
+    assert (buffer.size, buffer.bytes) == (1, 25)
+    assert buffer.offer(a, sized(3, 5), "drop") == OFFERED  # fits exactly
+    assert (buffer.size, buffer.bytes) == (2, 30)
+
+
+def test_a_message_larger_than_the_budget_is_missed() -> None:
+    buffer = SubscriberBuffer(10, max_bytes=30)
+    lane = buffer.add_lane("q")
+    buffer.offer(lane, sized(1, 10), "drop")
+    assert buffer.offer(lane, sized(2, 31), "drop") == DROPPED
+    assert (lane.gap, list(lane.messages), buffer.size, buffer.bytes) == (Gap(1, 2, "q"), [], 0, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Rounds bounded in bytes
+
+
+def test_a_round_stops_when_its_bytes_reach_the_bound_exactly() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", quota=5)
+    for seq in range(1, 5):
+        buffer.offer(lane, sized(seq, 100), "drop")
+    assert seqs(buffer.take_round(max_bytes=200)) == [1, 2]
+    assert (buffer.size, buffer.bytes) == (2, 200)
+    assert seqs(buffer.take_round(max_bytes=201)) == [3, 4]
+    assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_a_round_bounded_in_bytes_keeps_the_quota() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", quota=2)
+    for seq in range(1, 6):
+        buffer.offer(lane, sized(seq, 1), "drop")
+    assert seqs(buffer.take_round(max_bytes=1000)) == [1, 2]
+    assert (buffer.size, buffer.bytes) == (3, 3)
+    lane.quota = None
+    assert seqs(buffer.take_round(max_bytes=1000)) == [3, 4, 5]
+    assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_a_round_always_holds_one_message() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q")
+    buffer.offer(lane, sized(1, 50), "drop")
+    buffer.offer(lane, sized(2, 50), "drop")
+    assert seqs(buffer.take_round(max_bytes=1)) == [1]
+    assert (buffer.size, buffer.bytes) == (1, 50)
+
+
+def test_a_round_out_of_bytes_leaves_the_next_lanes_untouched() -> None:
+    buffer = SubscriberBuffer(10)
+    first = buffer.add_lane("first", priority=1)
+    second = buffer.add_lane("second", notices=[b"n"], gap=Gap(1, 1))
+    buffer.offer(first, sized(1, 100), "drop")
+    buffer.offer(second, sized(2, 100), "drop")
+    assert seqs(buffer.take_round(max_bytes=100)) == [1]
+    assert (second.notices, second.gap, seqs(list(second.messages))) == (
+        [b"n"],
+        Gap(1, 1, "second"),
+        [2],
+    )
+    assert buffer.take_round(max_bytes=100) == [b"n", Gap(1, 1, "second"), msg_like(2)]
+
+
+def test_a_round_with_bytes_left_goes_on_to_the_next_lane() -> None:
+    buffer = SubscriberBuffer(10)
+    first = buffer.add_lane("first", priority=1)
+    second = buffer.add_lane("second")
+    buffer.offer(first, sized(1, 100), "drop")
+    buffer.offer(second, sized(1, 100), "drop")
+    buffer.offer(second, sized(2, 100), "drop")
+    assert [
+        (m.queue if isinstance(m, Gap) else m.seq) for m in buffer.take_round(max_bytes=101)
+    ] == [1, 1]
+    assert (buffer.size, buffer.bytes) == (1, 100)
+
+
+def test_retracted_messages_leave_the_bytes_without_spending_the_bound() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q")
+    messages = [sized(seq, 10) for seq in range(1, 6)]
+    for m in messages:
+        buffer.offer(lane, m, "drop")
+    messages[0].retracted = messages[1].retracted = True
+    assert seqs(buffer.take_round(max_bytes=20)) == [3, 4]
+    assert (buffer.size, buffer.bytes) == (1, 10)
+    messages[4].retracted = True
+    assert buffer.take_round() == []
+    assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_an_unbounded_round_takes_the_bytes_of_retracted_messages_too() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q", quota=3)
+    messages = [sized(seq, seq) for seq in range(1, 4)]
+    for m in messages:
+        buffer.offer(lane, m, "drop")
+    messages[1].retracted = True
+    assert seqs(buffer.take_round()) == [1, 3]
+    assert (buffer.size, buffer.bytes) == (0, 0)
+
+
+def test_release_reports_none_of_the_held_drops_an_empty_replay_covers() -> None:
+    buffer = SubscriberBuffer(1)
+    lane = buffer.add_lane("q", held=True)
+    for live in (3, 4, 5, 6, 7):
+        buffer.offer(lane, sized(live), "drop")
+    assert (lane.gap, seqs(list(lane.messages))) == (Gap(3, 6, "q"), [7])
+    buffer.release_lane("q", seq=4)  # up to date at 4: only 5 and 6 are missed
+    assert lane.gap == Gap(5, 6, "q")
+    assert buffer.take_round() == [Gap(5, 6, "q"), msg_like(7)]
+
+
+def test_a_round_with_one_byte_left_takes_one_more_message() -> None:
+    buffer = SubscriberBuffer(10)
+    lane = buffer.add_lane("q")
+    for seq in range(1, 5):
+        buffer.offer(lane, sized(seq, 100), "drop")
+    assert seqs(buffer.take_round(max_bytes=201)) == [1, 2, 3]
+    assert (buffer.size, buffer.bytes) == (1, 100)
