@@ -518,7 +518,7 @@ async def test_abrupt_disconnect_is_quiet(
 async def test_sending_to_a_slow_recipient_never_blocks_the_sender(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = demo_app(write_buffer_size=16 * 1024, send_timeout=0.3)
+    app = demo_app(write_buffer_size=16 * 1024, send_timeout=0.3, close_timeout=0.5)
     text = "z" * 60_000
     with trio.fail_after(15):
         async with running(app) as address, RawClient.open(address) as slow:
@@ -553,6 +553,43 @@ async def test_sending_to_a_slow_recipient_never_blocks_the_sender(
                 assert await receive_json(fast) == {"type": "pong"}
     assert app.server.statistics().close_codes.get(1008, 0) >= 1
     assert_quiet(caplog)
+
+
+async def test_a_recipient_reading_again_after_its_send_timeout_gets_everything_then_1008() -> None:
+    app = demo_app(write_buffer_size=16 * 1024, send_timeout=0.3, close_timeout=5)
+    text = "z" * 60_000
+    with trio.fail_after(20):
+        async with running(app) as address, RawClient.open(address) as slow:
+            await slow.handshake(address)
+            await slow.login("slow")
+            held = app.clients.get("slow")
+            assert held is not None
+            # A small kernel buffer on the server's side: the backlog stays in the server.
+            sock = held.connection.transport.sock  # type: ignore[attr-defined]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            accepted = 0
+            async with logged_in(address, "fast", compression=False) as fast:
+                while True:
+                    await fast.send({"type": "routed", "to": "slow", "text": text})
+                    await fast.send({"type": "ping"})
+                    reply = await receive_json(fast)
+                    if reply["type"] == "error":
+                        assert reply["code"] == "recipient_busy"
+                        await receive_json(fast)  # the pong
+                        break
+                    accepted += 1
+            await trio.sleep(0.6)  # past the send timeout: a Close waits behind the rest
+            delivered, close = 0, None
+            while close is None:
+                opcode, payload = await slow.read_frame()
+                assert opcode != -1, "dropped without a Close"
+                if opcode == 0x1:
+                    delivered += 1
+                elif opcode == 0x8:
+                    close = payload
+    assert close[:2] == (1008).to_bytes(2, "big")
+    assert close[2:] == b"send timeout"
+    assert delivered == accepted  # every message accepted for it arrived, then the Close
 
 
 async def test_a_burst_of_routed_messages_arrives_in_order(demo: tuple[App, str]) -> None:

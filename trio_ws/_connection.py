@@ -486,17 +486,36 @@ class WebSocketConnection:
         deadline = trio.current_time() + (
             self.send_timeout if self.send_timeout is not None else float("inf")
         )
+        closing = False
         try:
             while pending:
                 chunk = pending[0] if len(pending) == 1 else b"".join(pending)
                 pending.clear()
                 self._pending_size = 0
+                view = memoryview(chunk)
                 with trio.move_on_at(deadline) as scope:
-                    await self.transport.send_all(chunk)
-                if scope.cancelled_caught:
+                    while view:
+                        view = view[await self.transport.send_some(view) :]
+                if not scope.cancelled_caught:
+                    continue
+                if closing or not self.transport.resumable:
+                    # A TLS write cut off mid-frame leaves nothing to close with.
                     log.info("#%d send timeout: the peer does not read, closing", self.id)
                     self._broken(CloseCode.POLICY_VIOLATION, "send timeout")
                     raise self._closed_error()
+                # The peer stopped reading. What it is owed stays queued, and a real Close
+                # goes behind it: a peer that reads again gets everything and then 1008; one
+                # that does not within close_timeout is dropped.
+                log.info("#%d send timeout: the peer does not read; Close 1008", self.id)
+                closing = True
+                pending[:0] = [view]
+                self._pending_size += len(view)
+                if self.protocol.state is _OPEN and self._closed is None:
+                    self.protocol.send_close(CloseCode.POLICY_VIOLATION, "send timeout")
+                    data = self.protocol.data_to_send()
+                    pending.append(data)
+                    self._pending_size += len(data)
+                deadline = trio.current_time() + self.close_timeout
         except TransportClosed:
             self._broken()
             raise self._closed_error() from None

@@ -31,6 +31,13 @@ class Transport(Protocol):
     def send_nowait(self, data: bytes) -> int:
         """Write what fits without waiting; return the number of bytes written (maybe 0)."""
 
+    resumable: bool
+    """Whether :meth:`send_some` can be cancelled without losing track of what was sent
+    (a plain socket: yes; a TLS stream: no, a cancelled write leaves it unusable)."""
+
+    async def send_some(self, data: bytes | memoryview) -> int:
+        """Wait until some of ``data`` can be written, write it, return how much."""
+
     async def send_all(self, data: bytes | memoryview) -> None:
         """Write everything, waiting as needed. One caller at a time."""
 
@@ -59,6 +66,7 @@ class SocketTransport:
     """A connected, non-blocking stdlib TCP socket driven with trio's low-level waits."""
 
     __slots__ = ("sock",)
+    resumable = True
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -97,6 +105,20 @@ class SocketTransport:
             return 0
         except OSError as exc:
             raise TransportClosed(str(exc)) from exc
+
+    async def send_some(self, data: bytes | memoryview) -> int:
+        sock = self.sock
+        while True:
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except (trio.ClosedResourceError, OSError) as exc:
+                raise TransportClosed(str(exc)) from exc
+            try:
+                return sock.send(data)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise TransportClosed(str(exc)) from exc
 
     async def send_all(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -143,6 +165,7 @@ class StreamTransport:
     """
 
     __slots__ = ("_closed", "_receive_scope", "_send_scope", "stream")
+    resumable = False
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -167,6 +190,10 @@ class StreamTransport:
         if self._closed:
             raise TransportClosed("transport closed")
         return 0  # a generic stream has no non-blocking write; the caller awaits send_all
+
+    async def send_some(self, data: bytes | memoryview) -> int:
+        await self.send_all(data)  # all or, cancelled, an unusable stream
+        return len(data)
 
     async def send_all(self, data: bytes | memoryview) -> None:
         if self._closed:
