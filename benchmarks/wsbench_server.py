@@ -4,9 +4,12 @@ Paths: ``/sub`` subscribes to one broadcast queue, every message received on ``/
 published to it (same payload, same type), any other path echoes. No login: the handler
 uses :class:`trio_ws.Server` and a :class:`~trio_ws._broadcast.BroadcastHub` directly.
 
+With ``--broker redis://...`` the queue goes through that broker (one node): the same
+load, measured against the embedded memory broker, gives the broker's cost per delivery.
+
 Usage::
 
-    python benchmarks/wsbench_server.py --port 8765 [--host 127.0.0.1]
+    python benchmarks/wsbench_server.py --port 8765 [--host 127.0.0.1] [--broker URL]
     ./run.sh --server 'trio_ws:echo,broadcast=/path/to/python /path/to/wsbench_server.py --port {port}'
 """
 
@@ -19,9 +22,10 @@ import trio
 
 from trio_ws import ConnectionClosed, Server, ServerConfig, WebSocketConnection
 from trio_ws._broadcast import BroadcastHub
+from trio_ws.brokers import broker_from_url
 
 
-def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
+def make_server(*, history: int = 0, broker: str = "memory") -> tuple[Server, BroadcastHub]:
     """The wsbench server and its hub (``Server.serve(..., background=[hub.run])``)."""
     # The load generators connect thousands of times from one address: the per-address
     # and pending limits (which protect a public server from one peer) are lifted here.
@@ -32,7 +36,9 @@ def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
         max_pending=100_000,
         max_pending_per_address=100_000,
     )
-    hub = BroadcastHub(max_subscriber_buffer=config.max_subscriber_buffer)
+    hub = BroadcastHub(
+        broker=broker_from_url(broker), max_subscriber_buffer=config.max_subscriber_buffer
+    )
     queue = hub.queue("bench", history=history)
     publish = queue.publish
 
@@ -60,9 +66,9 @@ def make_server(*, history: int = 0) -> tuple[Server, BroadcastHub]:
     return Server(handler, config=config), hub
 
 
-async def main(host: str, port: int) -> None:
-    server, hub = make_server()
-    await server.serve(host, port, background=[hub.run])
+async def main(host: str, port: int, broker: str) -> None:
+    server, hub = make_server(broker=broker)
+    await server.serve(host, port, services=[hub.broker.run, hub.run])
 
 
 if __name__ == "__main__":
@@ -70,9 +76,10 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--log", default="WARNING", help="log level (default WARNING)")
+    parser.add_argument("--broker", default="memory", help="memory (default) or redis://...")
     args = parser.parse_args()
     logging.basicConfig(level=args.log.upper())
     try:
-        trio.run(main, args.host, args.port)
+        trio.run(main, args.host, args.port, args.broker)
     except KeyboardInterrupt:
         pass

@@ -580,6 +580,10 @@ class WebSocketConnection:
                 frame is half written, the connection is aborted.
         """
         self._check_writable()
+        await self._write(self._encode(message))
+
+    def _encode(self, message: Message | dict[str, Any]) -> bytes:
+        """The frames of one message, counted as sent (the caller checked it may send)."""
         proto = self.protocol
         if isinstance(message, str):
             proto.send_text(message)
@@ -590,7 +594,7 @@ class WebSocketConnection:
         else:
             raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or dict")
         self.messages_out += 1
-        await self._write(proto.data_to_send())
+        return proto.data_to_send()
 
     def send_nowait(self, message: Message | dict[str, Any]) -> None:
         """Send a message without waiting, from any task (routed messages, notices).
@@ -606,17 +610,7 @@ class WebSocketConnection:
         self._check_writable()
         if self._pending_size > self.write_buffer_size:
             raise trio.WouldBlock
-        proto = self.protocol
-        if isinstance(message, str):
-            proto.send_text(message)
-        elif isinstance(message, bytes | bytearray | memoryview):
-            proto.send_bytes(message)
-        elif isinstance(message, dict):
-            proto.send_text(dumps(message))
-        else:
-            raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or dict")
-        self.messages_out += 1
-        if not self.write_nowait(proto.data_to_send()):
+        if not self.write_nowait(self._encode(message)):
             self._drain_soon()
 
     def send_frames_nowait(self, frames: bytes, count: int = 1) -> bool:
