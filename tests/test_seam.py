@@ -664,3 +664,25 @@ async def test_the_cluster_view_says_when_the_broker_cannot_answer() -> None:
     assert view["nodes"] is None
     assert view["cluster_clients"] is None
     assert "trio_ws_cluster_nodes" not in app.metrics_text()
+
+
+async def test_subscribers_are_told_when_the_history_starts_again() -> None:
+    broker = MemoryBroker()
+    app = create_app(broker=broker, ticks_per_second=0.001)
+    with trio.fail_after(10):
+        async with running(app) as address, logged_in(address, "watcher") as ws:
+            await ws.send({"type": "grouped", "action": "subscribe", "group": "g"})
+            first = await receive_json(ws)
+            for i in range(3):
+                await app.publish("g", {"type": "grouped", "text": str(i)})
+            assert [(await receive_json(ws))["seq"] for _ in range(3)] == [1, 2, 3]
+            # The shared store lost everything (a Redis restart): a new epoch, from 1.
+            broker.store.histories.clear()
+            broker.store.epoch = "restarted"
+            broker.on_reset("g", "restarted")
+            await app.publish("g", {"type": "grouped", "text": "new"})
+            notice = await receive_json(ws)
+            assert notice == {"type": "subscribed", "group": "g", "seq": 0, "epoch": "restarted"}
+            assert notice["epoch"] != first["epoch"]
+            again = await receive_json(ws)
+            assert (again["seq"], again["text"]) == (1, "new")

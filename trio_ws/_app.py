@@ -131,6 +131,7 @@ class App:
         self.hub.broker = broker
         broker.on_message = self.hub._on_message
         broker.on_retract = self.hub._on_retract
+        broker.on_reset = self.hub._on_reset
         self.clients._broker = broker
         broker.on_routed = self.clients._on_routed
         broker.on_displaced = self.sessions.displaced

@@ -300,6 +300,7 @@ class BroadcastHub:
         self.broker = broker if broker is not None else MemoryBroker()
         self.broker.on_message = self._on_message
         self.broker.on_retract = self._on_retract
+        self.broker.on_reset = self._on_reset
         self.max_subscriber_buffer = max_subscriber_buffer
         self.max_subscriber_bytes = max_subscriber_bytes
         self.max_queues = max_queues
@@ -434,6 +435,30 @@ class BroadcastHub:
             for message in lane.messages:
                 if message.key == key:
                     message.retracted = True
+
+    def _on_reset(self, name: str, epoch: str) -> None:
+        """The queue's history started again: every local subscriber gets a ``subscribed``
+        notice with the new epoch and seq 0 before the first message of it. What waited
+        for a subscriber from the old history is dropped: nobody can resume it any more."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return
+        self.engine.flush_queue(queue)  # the old history's last messages go out first
+        queue.epoch = epoch
+        queue.seq = 0
+        options = queue.options
+        for sub, lane in list(queue._subs.items()):
+            if lane.held:
+                continue  # its replay, still being read, comes from the new epoch
+            buffer = sub._buffer
+            buffer.remove_lane(queue)
+            queue._subs[sub] = buffer.add_lane(
+                queue,
+                priority=options.priority,
+                quota=options.quota,
+                notices=[self._subscribed_frame(queue, 0, epoch)],
+            )
+            self.engine.deliver_now(sub)
 
     # ------------------------------------------------------------------ subscribers
 

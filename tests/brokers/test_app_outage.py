@@ -30,6 +30,12 @@ async def test_a_node_serves_its_clients_through_a_broker_outage(
         async with running(app) as address:
             async with logged_in(address, "alice") as alice, logged_in(address, "bob") as bob:
                 assert (await healthz(address))["status"] == "ok"
+                await bob.send({"type": "grouped", "action": "subscribe", "group": "news"})
+                before = await receive_json(bob)
+                await alice.send(
+                    {"type": "grouped", "action": "publish", "group": "news", "text": "old"}
+                )
+                assert (await receive_json(bob))["seq"] == 1
                 fresh_redis.kill()
                 with trio.fail_after(5):
                     while (await healthz(address))["status"] != "degraded":  # noqa: ASYNC110
@@ -57,6 +63,16 @@ async def test_a_node_serves_its_clients_through_a_broker_outage(
                 with trio.fail_after(10):
                     while (await healthz(address))["status"] != "ok":  # noqa: ASYNC110
                         await trio.sleep(0.05)
+                # Redis lost everything: bob, subscribed across the outage, is told the
+                # history started again before its first new message.
+                notice = await receive_json(bob)
+                assert (notice["type"], notice["group"], notice["seq"]) == ("subscribed", "news", 0)
+                assert notice["epoch"] != before["epoch"]
+                await alice.send(
+                    {"type": "grouped", "action": "publish", "group": "news", "text": "new"}
+                )
+                again = await receive_json(bob)
+                assert (again["seq"], again["text"]) == (1, "new")
                 await alice.send({"type": "grouped", "action": "subscribe", "group": "g"})
                 assert (await receive_json(alice))["type"] == "subscribed"
                 await bob.send({"type": "grouped", "action": "publish", "group": "g", "text": "ok"})

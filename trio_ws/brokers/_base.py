@@ -143,6 +143,7 @@ class BrokerStatistics:
 
 MessageCallback = Callable[[str, Message], None]
 RetractCallback = Callable[[str, str], None]
+ResetCallback = Callable[[str, str], None]
 RoutedCallback = Callable[[str, "str | bytes"], bool]
 DisplacedCallback = Callable[[str, str], None]
 NodeReport = Callable[[], tuple[int, int]]
@@ -153,6 +154,10 @@ def _no_message(_queue: str, _message: Message) -> None:
 
 
 def _no_retract(_queue: str, _key: str) -> None:
+    pass
+
+
+def _no_reset(_queue: str, _epoch: str) -> None:
     pass
 
 
@@ -176,6 +181,8 @@ class Broker(abc.ABC):
     * ``on_message(queue, message)``: a message of a queue this node listens to, once per
       node, in seq order per queue.
     * ``on_retract(queue, key)``: messages published with ``key`` were retracted.
+    * ``on_reset(queue, epoch)``: the queue's history started again under a new epoch
+      (the shared store lost its data); live messages continue from seq 1.
     * ``on_routed(name, payload) -> bool``: a message for a client of this node; return
       whether it was taken.
     * ``on_displaced(name, owner)``: another connection took the name over from ``owner``
@@ -193,6 +200,7 @@ class Broker(abc.ABC):
         self.node_id = node_id
         self.on_message: MessageCallback = _no_message
         self.on_retract: RetractCallback = _no_retract
+        self.on_reset: ResetCallback = _no_reset
         self.on_routed: RoutedCallback = _no_route
         self.on_displaced: DisplacedCallback = _no_displace
         self.report: NodeReport = _no_report

@@ -213,6 +213,7 @@ class RedisBroker(Broker):
         self._reached_up = False
         self.epoch: str | None = None
         """The epoch of the shared history as last read (``None`` before connecting)."""
+        self._reset: set[str] = set()  # listened queues whose history started again
         # What this node holds, so a reconnect can put it back.
         self._listening: dict[str, trio.Event] = {}
         """Queues listened to -> set once the subscription is confirmed."""
@@ -388,6 +389,7 @@ class RedisBroker(Broker):
         if self.epoch is not None and epoch != self.epoch:
             log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
             self._last.clear()  # numbering starts again
+            self._reset.update(self._listening)  # their subscribers are told (on_reset)
         self.epoch = epoch
         nursery.start_soon(self._read, pubsub)
         channels = [self._node_channel(self.node_id)]
@@ -421,6 +423,9 @@ class RedisBroker(Broker):
         try:
             for queue in list(held):
                 if queue in self._listening:
+                    if queue in self._reset:
+                        self._reset.discard(queue)
+                        self._callback(self.on_reset, queue, self.epoch)
                     since = self._last.get(queue, 0)
                     replay = await self._call(
                         functools.partial(
