@@ -28,6 +28,7 @@ dropping by seq means nothing is delivered twice.
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -50,8 +51,10 @@ from ._queue_model import (
     encode_body,
 )
 from ._subscriber import CLOSED, ChannelSubscriber, Subscriber, SubscriberState
-from .brokers._base import Broker
+from .brokers._base import Broker, BrokerUnavailable
 from .brokers.memory import MemoryBroker
+
+log = logging.getLogger("trio_ws.broadcast")
 
 __all__ = [
     "BroadcastHub",
@@ -473,9 +476,13 @@ class BroadcastHub:
         It is subscribed at once to every ``auto_subscribe`` queue.
         """
         sub = self._new_subscriber(connection, name)
-        for queue in list(self.queues.values()):
-            if queue.options.auto_subscribe:
-                await self.subscribe(queue, sub)
+        try:
+            for queue in list(self.queues.values()):
+                if queue.options.auto_subscribe:
+                    await self.subscribe(queue, sub)
+        except BaseException:
+            self.remove(sub)  # not left registered with nobody to remove it
+            raise
         return sub
 
     async def subscribe(
@@ -676,9 +683,16 @@ class BroadcastHub:
                 self._nursery = None
 
     async def _subscribe_everyone(self, queue: BroadcastQueue) -> None:
+        """Subscribe every subscriber to an ``auto_subscribe`` queue declared late; one the
+        broker cannot take now is skipped (logged), the others still are."""
         for sub in list(self._subscribers):
             if not sub.removed and not isinstance(sub, ChannelSubscriber):
-                await self.subscribe(queue, sub)
+                try:
+                    await self.subscribe(queue, sub)
+                except BrokerUnavailable:
+                    log.warning(
+                        "%r not subscribed to %s: the broker is unavailable", sub, queue.name
+                    )
 
     def _subscribed_frame(self, queue: BroadcastQueue, seq: int, epoch: str) -> bytes:
         return notice_frame({"type": "subscribed", "group": queue.name, "seq": seq, "epoch": epoch})

@@ -198,7 +198,11 @@ class SessionDriver:
         client = Client(name, conn)
         app.clients._add(client)
         if any(q.options.auto_subscribe for q in app.hub.queues.values()):
-            client.subscriber = await app.hub.subscriber(conn, name)
+            try:
+                client.subscriber = await app.hub.subscriber(conn, name)
+            except BrokerUnavailable as exc:  # logged in; told that its queues are missing
+                log.warning("#%d not subscribed to its automatic queues: %s", conn.id, exc)
+                await conn.send(error_message(exc.code, "not subscribed: " + exc.message))
         return client
 
     def displaced(self, name: str, owner: str) -> None:
