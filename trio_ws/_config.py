@@ -71,7 +71,12 @@ class ServerConfig:
     compression: bool = True
     """Accept permessage-deflate when a client offers it."""
     server_no_context_takeover: bool = True
-    """Reset our compressor per message, so that one compressed frame can go to many."""
+    """Reset our compressor per message, so that one compressed frame can go to many (and
+    one zlib compressor serves every connection)."""
+    client_max_window_bits: int | None = attrs.field(default=12)
+    """The LZ77 window, in bits (8 to 15), asked of a client that offers
+    ``client_max_window_bits``: our inflater for its messages keeps ``2**bits`` bytes
+    between messages (``None``: the client's own choice, 15 unless it offered less)."""
     write_buffer_size: int = attrs.field(default=1 << 20, validator=_positive)
     """Bytes queued for a client beyond which a sender waits (up to ``send_timeout``)."""
     send_timeout: float | None = attrs.field(default=10.0, validator=_positive_or_none)
@@ -89,6 +94,11 @@ class ServerConfig:
     rate_limit: tuple[int, float] | None = attrs.field(default=None)
     """``(messages, seconds)``: a logged-in client sending faster gets ``rate_limited``
     errors for the excess (a token bucket of ``messages`` refilled over ``seconds``)."""
+
+    @client_max_window_bits.validator
+    def _check_window_bits(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not 8 <= value <= 15:
+            raise ValueError(f"{attribute.name} must be between 8 and 15 or None, not {value!r}")
 
     @rate_limit.validator
     def _check_rate_limit(self, _attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -680,7 +680,9 @@ class Server:
         deflate = None
         if config.compression and request.extensions:
             deflate = negotiate_server(
-                request.extensions, server_no_context_takeover=config.server_no_context_takeover
+                request.extensions,
+                server_no_context_takeover=config.server_no_context_takeover,
+                client_max_window_bits=config.client_max_window_bits,
             )
         subprotocol = None
         if self.select_subprotocol is not None and request.subprotocols:

@@ -754,3 +754,82 @@ def test_wsproto_interop(params: PerMessageDeflate) -> None:
     for message in MESSAGES:
         assert peer.receive(to_peer.compress(message)) == message
         assert inflate(from_peer, peer.send(message)) == message
+
+
+# ---------------------------------------------------------------------------------------
+# Memory: lazy zlib objects, one shared compressor without context takeover
+
+
+def fresh_inflate(payload: bytes, bits: int = 15) -> bytes:
+    """Inflate one message with a new decoder, as a peer that keeps no context does."""
+    return zlib.decompressobj(-bits).decompress(payload + b"\x00\x00\xff\xff")
+
+
+def test_no_zlib_object_before_the_first_message() -> None:
+    for nct in (False, True):
+        c, d = pair(PerMessageDeflate(server_no_context_takeover=nct))
+        assert c._compressor is None
+        assert d._decompressor is None
+
+
+def test_shared_compressor_output_equals_a_fresh_compressors() -> None:
+    messages = [b"the quick brown fox jumps over the lazy dog " * 4, HELLO, bytes(range(256)) * 3]
+    many = [PerMessageDeflate(server_no_context_takeover=True).make_compressor(Role.SERVER)]
+    many += [MessageCompressor(window_bits=15, no_context_takeover=True) for _ in range(3)]
+    for message in messages:
+        reference = zlib.compressobj(6, zlib.DEFLATED, -15, 5)
+        expected = reference.compress(message) + reference.flush(zlib.Z_SYNC_FLUSH)
+        for c in many:  # each compresses after the others used the shared object
+            assert c.compress(message) == expected[:-4]
+            assert c._compressor is None  # nothing kept between messages
+            assert fresh_inflate(c.compress(message)) == message
+
+
+def test_fragmented_message_does_not_disturb_the_shared_compressor() -> None:
+    text = b"abcdefgh" * 64
+    a = MessageCompressor(window_bits=15, no_context_takeover=True)
+    b = MessageCompressor(window_bits=15, no_context_takeover=True)
+    parts = [a.compress(text, final=False)]
+    assert a._compressor is not None  # its own zlib object for the fragmented message
+    whole = b.compress(text)  # another connection's message in between
+    parts.append(a.compress(text))
+    assert a._compressor is None
+    assert fresh_inflate(whole) == text
+    assert fresh_inflate(b"".join(parts)) == text * 2
+    # The next whole message of either refers to nothing sent before.
+    assert fresh_inflate(a.compress(text)) == text
+    assert fresh_inflate(b.compress(text)) == text
+
+
+def test_shared_compressor_survives_an_exception() -> None:
+    a = MessageCompressor(window_bits=15, no_context_takeover=True)
+    with pytest.raises(TypeError):
+        a.compress("not bytes")  # type: ignore[arg-type]
+    assert fresh_inflate(a.compress(HELLO)) == HELLO
+
+
+def test_shared_compressor_per_window_and_strategy() -> None:
+    for bits in range(8, 16):
+        c = MessageCompressor(window_bits=bits, no_context_takeover=True)
+        ref = zlib.decompressobj(-bits)  # the strictest decoder, kept across messages
+        for message in WINDOW_PROBE:
+            assert ref.decompress(c.compress(message) + b"\x00\x00\xff\xff") == message
+
+
+@pytest.mark.parametrize("nct", [False, True])
+def test_decompressor_keeps_zlib_state_only_with_context_takeover(nct: bool) -> None:
+    c, d = pair(PerMessageDeflate(client_no_context_takeover=nct), sender=Role.CLIENT)
+    assert inflate(d, c.compress(HELLO)) == HELLO
+    assert (d._decompressor is None) is nct
+    first = c.compress(HELLO * 10, final=False)
+    assert d.decompress(first, final=False, max_size=MiB) + inflate(d, c.compress(b"!")) == (
+        HELLO * 10 + b"!"
+    )
+    assert (d._decompressor is None) is nct
+
+
+def test_mem_level_is_checked_and_used() -> None:
+    with pytest.raises(ValueError, match="mem_level"):
+        MessageCompressor(window_bits=15, no_context_takeover=False, mem_level=10)
+    c = PerMessageDeflate().make_compressor(Role.SERVER, mem_level=9)
+    assert fresh_inflate(c.compress(HELLO * 100)) == HELLO * 100

@@ -9,6 +9,23 @@ previous messages ("context takeover", RFC 7692 §7.2.1 and §7.2.2) unless the 
 ``*_no_context_takeover`` parameter was agreed, in which case they start afresh after each
 final fragment.
 
+Memory. A zlib deflate state costs ``2**(wbits + 2) + 2**(memLevel + 9)`` bytes (256 KiB
+at zlib's defaults), an inflate state about 7 KiB plus its ``2**wbits`` window, so what a
+connection keeps between messages decides what an idle deflate connection costs. Nothing
+is allocated before the first compressed message. A compressor without context takeover
+keeps nothing between messages either: every such compressor with the same
+parameters uses one shared zlib object, which a full flush (``Z_FULL_FLUSH`` forgets every
+earlier string, so the next message refers to none of them) leaves clean for the next
+message of any connection; only a message sent in fragments gets a zlib object of its own,
+until its final fragment. Compressing is synchronous, and a shared object is out of the
+pool while it compresses a message, so threads never use one at the same time. A
+decompressor without context takeover makes a zlib object per message and drops it at the
+final frame; it is never shared, because what a peer sends may leave an inflater in any
+state. Compressors use ``memLevel=5`` (``websockets`` does too): 8 KiB of hash table and 8
+KiB of pending buffer instead of 64 KiB each, and a shorter hash table for a full flush to
+clear; on chat-sized messages the output is the same size (a 1 KiB JSON message: 163
+bytes either way).
+
 Decompression is bounded: :meth:`MessageDecompressor.decompress` never produces (nor
 allocates) more than one byte past the room the message has left, so a deflate bomb fails
 with close code 1009 after inflating at most ``max_size + 1`` bytes.
@@ -62,6 +79,9 @@ _DEFAULT_WINDOW_BITS = 15
 # above it the copy would double the memory a large frame costs.
 _TAIL_COPY_THRESHOLD = 2048
 
+# zlib's memLevel for our compressors (its default is 8); see the module docstring.
+DEFAULT_MEM_LEVEL = 5
+
 _SERVER_NO_CONTEXT_TAKEOVER = "server_no_context_takeover"
 _CLIENT_NO_CONTEXT_TAKEOVER = "client_no_context_takeover"
 _SERVER_MAX_WINDOW_BITS = "server_max_window_bits"
@@ -114,23 +134,28 @@ class PerMessageDeflate:
             params.append(f"{_CLIENT_MAX_WINDOW_BITS}={self.client_max_window_bits}")
         return "; ".join(params)
 
-    def make_compressor(self, role: Role, *, level: int = 6) -> MessageCompressor:
+    def make_compressor(
+        self, role: Role, *, level: int = 6, mem_level: int = DEFAULT_MEM_LEVEL
+    ) -> MessageCompressor:
         """A compressor for the messages that ``role`` sends.
 
         Args:
             role: the end that sends; a server uses the ``server_*`` parameters.
             level: zlib compression level, 0 (none) to 9 (best), or -1 for zlib's default.
+            mem_level: zlib memory level, 1 to 9.
         """
         if role is Role.SERVER:
             return MessageCompressor(
                 window_bits=self.server_max_window_bits,
                 no_context_takeover=self.server_no_context_takeover,
                 level=level,
+                mem_level=mem_level,
             )
         return MessageCompressor(
             window_bits=self.client_max_window_bits,
             no_context_takeover=self.client_no_context_takeover,
             level=level,
+            mem_level=mem_level,
         )
 
     def make_decompressor(self, role: Role) -> MessageDecompressor:
@@ -150,6 +175,27 @@ class PerMessageDeflate:
         )
 
 
+# The zlib compressors shared by every MessageCompressor without context takeover, one per
+# (level, wbits, memLevel, strategy); see the module docstring.
+_SHARED: dict[tuple[int, int, int, int], zlib._Compress] = {}
+
+
+def _compress_alone(params: tuple[int, int, int, int], data: bytes) -> bytes:
+    """Compress one whole message that refers to no earlier one, on a shared compressor.
+
+    The object is taken out of the pool while in use (``dict.pop`` is atomic), so another
+    thread compressing at the same time makes its own instead of sharing it, and an object
+    left in an unknown state by an exception is dropped.
+    """
+    compressor = _SHARED.pop(params, None)
+    if compressor is None:
+        level, wbits, mem_level, strategy = params
+        compressor = zlib.compressobj(level, zlib.DEFLATED, wbits, mem_level, strategy)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+    _SHARED[params] = compressor
+    return out
+
+
 class MessageCompressor:
     """Compresses the messages one endpoint sends (RFC 7692 §7.2.1).
 
@@ -157,24 +203,39 @@ class MessageCompressor:
         window_bits: the negotiated maximum LZ77 window, 8 to 15.
         no_context_takeover: start every message with an empty window.
         level: zlib compression level.
+        mem_level: zlib memory level, 1 to 9 (see the module docstring).
     """
 
-    def __init__(self, *, window_bits: int, no_context_takeover: bool, level: int = 6) -> None:
+    __slots__ = ("_compressor", "_no_context_takeover", "_params")
+
+    def __init__(
+        self,
+        *,
+        window_bits: int,
+        no_context_takeover: bool,
+        level: int = 6,
+        mem_level: int = DEFAULT_MEM_LEVEL,
+    ) -> None:
         if not 8 <= window_bits <= 15:
             raise ValueError(f"window_bits must be between 8 and 15, not {window_bits}")
         if not -1 <= level <= 9:
             raise ValueError(f"level must be between -1 and 9, not {level}")
+        if not 1 <= mem_level <= 9:
+            raise ValueError(f"mem_level must be between 1 and 9, not {mem_level}")
         self._no_context_takeover = no_context_takeover
         if window_bits == 8:
             # See the module docstring: distance-1 matches only, valid for any window.
-            self._wbits, self._strategy = -9, zlib.Z_RLE
+            wbits, strategy = -9, zlib.Z_RLE
         else:
-            self._wbits, self._strategy = -window_bits, zlib.Z_DEFAULT_STRATEGY
-        self._level = level
-        self._compressor = self._new()
+            wbits, strategy = -window_bits, zlib.Z_DEFAULT_STRATEGY
+        self._params = (level, wbits, mem_level, strategy)
+        # Our own zlib object: with context takeover from the first message on, without it
+        # only while a fragmented message is being sent. None until then.
+        self._compressor: zlib._Compress | None = None
 
     def _new(self) -> zlib._Compress:
-        return zlib.compressobj(self._level, zlib.DEFLATED, self._wbits, 8, self._strategy)
+        level, wbits, mem_level, strategy = self._params
+        return zlib.compressobj(level, zlib.DEFLATED, wbits, mem_level, strategy)
 
     def compress(self, data: bytes, *, final: bool = True) -> bytes:
         """Compress one fragment of a message into a frame payload.
@@ -191,13 +252,21 @@ class MessageCompressor:
         Returns:
             The payload of the frame carrying this fragment.
         """
-        out = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+        compressor = self._compressor
+        if compressor is None:
+            if final and self._no_context_takeover:
+                out = _compress_alone(self._params, data)
+                # A full flush ends with the same empty stored block as a sync flush.
+                assert out.endswith(_TAIL)
+                return out[:-4]
+            compressor = self._compressor = self._new()
+        out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         if not final:
             return out
         # zlib's sync flush always ends with an empty stored block, so the tail is there.
         assert out.endswith(_TAIL)
         if self._no_context_takeover:
-            self._compressor = self._new()
+            self._compressor = None
         return out[:-4]
 
 
@@ -209,13 +278,17 @@ class MessageDecompressor:
         no_context_takeover: the peer starts every message with an empty window.
     """
 
+    __slots__ = ("_decompressor", "_no_context_takeover", "_wbits")
+
     def __init__(self, *, window_bits: int, no_context_takeover: bool) -> None:
         if not 8 <= window_bits <= 15:
             raise ValueError(f"window_bits must be between 8 and 15, not {window_bits}")
         self._no_context_takeover = no_context_takeover
         # A bigger inflate window is always safe; 9 also accepts old zlib's "8" streams.
         self._wbits = -max(window_bits, 9)
-        self._decompressor = zlib.decompressobj(self._wbits)
+        # Made by the first compressed frame; dropped after each message without context
+        # takeover, so that a connection keeps no inflate state between such messages.
+        self._decompressor: zlib._Decompress | None = None
 
     def decompress(self, data: bytes, *, final: bool, max_size: int) -> bytes:
         """Inflate the payload of one frame of a compressed message.
@@ -249,6 +322,8 @@ class MessageDecompressor:
             data = bytes(data) + _TAIL  # never extend a caller's bytearray in place
             append_tail = False
         decompressor = self._decompressor
+        if decompressor is None:
+            decompressor = self._decompressor = zlib.decompressobj(self._wbits)
         try:
             out = decompressor.decompress(data, limit)
             if append_tail and not decompressor.unconsumed_tail and len(out) < limit:
@@ -263,7 +338,7 @@ class MessageDecompressor:
                 "message too big after decompression", close_code=CloseCode.MESSAGE_TOO_BIG
             )
         if final and (self._no_context_takeover or decompressor.eof):
-            self._decompressor = zlib.decompressobj(self._wbits)
+            self._decompressor = None
         return out
 
 
