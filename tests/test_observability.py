@@ -90,3 +90,39 @@ async def test_viewers_are_capped_and_the_token_is_required_and_never_logged(
             with_token = head + "Authorization: Bearer s3cret\r\n\r\n"
             assert status_of(await http_exchange(address, with_token.encode())) == 200
     assert all("s3cret" not in record.getMessage() for record in caplog.records)
+
+
+async def test_metrics_are_rendered_at_most_once_per_interval(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio_ws._metrics as metrics_module
+
+    renders = 0
+    original = metrics_module.metrics_text
+
+    def counting(*args: object, **kwargs: object) -> str:
+        nonlocal renders
+        renders += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metrics_module, "metrics_text", counting)
+    app = create_app(ticks_per_second=0.001)
+    listener = MemoryListener()
+
+    async def scrape() -> bytes:
+        stream = await listener.connect()
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        return data
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        bodies = [await scrape() for _ in range(50)]  # a crowd of scrapers, at once
+        assert renders == 1
+        assert len(set(bodies)) == 1
+        await trio.sleep(1.5)
+        await scrape()
+        assert renders == 2
+        nursery.cancel_scope.cancel()

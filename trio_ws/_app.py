@@ -113,6 +113,7 @@ class App:
         self._on_disconnect: list[DisconnectHook] = []
         self.started_at = time.time()
         self._serving = False
+        self._metrics_cache: tuple[float, str] | None = None
         self.use_broker(self.broker)
         self.stats_providers: list[Callable[[], dict[str, Any]]] = [
             functools.partial(queue_stats, self)

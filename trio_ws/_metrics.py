@@ -6,6 +6,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from ._http import HttpResponse, bearer_token_matches, peer_is_loopback
 from .brokers._base import BrokerState
 
@@ -59,8 +61,17 @@ async def metrics(app: App, request: Request) -> HttpResponse:
         return HttpResponse(403, "forbidden\n")
     from ._stats import cluster_view
 
-    text = metrics_text(app, await cluster_view(app))
-    return HttpResponse(200, text, "text/plain; version=0.0.4; charset=utf-8")
+    # The text costs O(connections + queues): computed at most once per
+    # METRICS_INTERVAL, however many scrapers ask.
+    now = trio.current_time()
+    cached = app._metrics_cache
+    if cached is None or now - cached[0] >= METRICS_INTERVAL:
+        cached = app._metrics_cache = (now, metrics_text(app, await cluster_view(app)))
+    return HttpResponse(200, cached[1], "text/plain; version=0.0.4; charset=utf-8")
+
+
+METRICS_INTERVAL = 1.0
+"""Seconds one rendering of ``/metrics`` is served for."""
 
 
 def metrics_text(app: App, cluster: dict[str, Any] | None = None) -> str:
