@@ -213,11 +213,10 @@ class SessionDriver:
         conn = client.connection
         log.info("#%d %r was taken over on another node", conn.id, name)
         try:
-            written = conn.close_nowait(CloseCode.POLICY_VIOLATION, "replaced by a new login")
+            if not conn.close_nowait(CloseCode.POLICY_VIOLATION, "replaced by a new login"):
+                conn._drain_soon()  # (always on TLS) the Close goes out behind what is owed
         except ConnectionClosed:
             return
-        if not written:
-            conn.abort(CloseCode.POLICY_VIOLATION, "replaced by a new login")
 
     async def _connected(self, client: Client, session: Session) -> None:
         conn = client.connection
