@@ -19,7 +19,7 @@ from trio_ws._connection import _MESSAGES_PER_CHECKPOINT
 from trio_ws._http import current_peer
 from trio_ws._metrics import metrics
 from trio_ws._server import _LINGER_BYTES, _LINGER_SECONDS
-from trio_ws._stats import MAX_VIEWERS
+from trio_ws._stats import MAX_VIEWERS, StatsFeed
 from trio_ws.brokers import MemoryBroker, MemoryStore
 from trio_ws.demo import app as demo
 from trio_ws.protocol._connection import DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_MESSAGE_SIZE
@@ -75,6 +75,7 @@ def test_the_defaults_are_those_of_security_md() -> None:
     assert (options.policy, options.max_publish_rate) == ("drop", None)
     assert DYNAMIC_QUEUE_DEFAULTS.max_history_bytes == 256 * KiB
     assert MemoryStore().max_history_bytes == 64 * MiB
+    assert trio_ws.protocol.ServerHandshake()._max_headers == 128
     assert BroadcastHub().max_queues == 10_000
     assert MAX_VIEWERS == 16
 
@@ -162,3 +163,21 @@ async def test_publishing_to_ever_new_names_keeps_a_bounded_number_of_records() 
     for i in range(hub.max_queues + 2000):
         await hub.publish(f"n{i}", "x")
     assert len(broker.store.histories) <= hub.max_queues
+
+
+def test_a_stats_viewer_that_does_not_keep_up_is_closed_1013() -> None:
+    class Viewer:
+        write_buffer_size = 1000
+        pending_size = 1001  # more than its write buffer is waiting already
+        closed: tuple[int, str] | None = None
+
+        def close_nowait(self, code: int, reason: str) -> None:
+            self.closed = (code, reason)
+
+    feed = StatsFeed(demo.create_app(), interval=1.0, max_viewers=MAX_VIEWERS)
+    viewer = Viewer()
+    feed.viewers.add(viewer)  # type: ignore[arg-type]
+    feed._send(viewer, b"frame")  # type: ignore[arg-type]
+    assert viewer.closed is not None
+    assert viewer.closed[0] == 1013
+    assert viewer not in feed.viewers
