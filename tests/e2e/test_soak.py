@@ -8,7 +8,9 @@ for ``TRIO_WS_SOAK_SECONDS`` seconds (20 by default), each text ``"<publisher>:<
 permessage-deflate), log in, subscribe to some groups, with a ``since`` taken from a
 previous life (so it resumes), from far in the past (so the kept history of 100 does not
 cover it and a ``gap`` must say so), or none; read for a while; then leave by a Close, by a
-reset (no Close), or by unsubscribing first. The checker, per life and per group:
+reset (no Close), by unsubscribing first, or after a stall: with a 4 KiB receive window it
+stops reading for two seconds, so that its buffer (64 messages a queue here) overflows and
+the drop policy's ``gap`` follows. The checker, per life and per group:
 
 * after ``subscribed`` (seq ``S``), the next seq is ``since + 1`` (or ``S + 1``);
 * a ``gap`` starts exactly at the next seq expected, and the next seq is its ``to + 1``;
@@ -23,6 +25,7 @@ its groups: the stream is complete.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,7 +40,7 @@ import trio
 
 import trio_ws
 
-from ..conftest import demo_app, running
+from ..conftest import demo_app
 
 SECONDS = float(os.environ.get("TRIO_WS_SOAK_SECONDS", "20"))
 PUBLISHERS = 4
@@ -57,7 +60,7 @@ def checksum(text: str) -> str:
 
 
 def payload(publisher: int, n: int, rng: random.Random) -> str:
-    body = "".join(rng.choice("abcé€😀 ") for _ in range(rng.randrange(0, 300)))
+    body = "".join(rng.choice("abcé€😀 ") for _ in range(rng.randrange(0, 600)))
     head = f"{publisher}:{n}:{body}"
     return f"{head}:{checksum(head)}"
 
@@ -68,6 +71,7 @@ class Totals:
     messages: int = 0
     gaps: int = 0
     gapped: int = 0
+    drop_gaps: int = 0
     resumed: int = 0
     endings: dict[str, int] = attrs.Factory(dict)
 
@@ -79,6 +83,7 @@ class GroupStream:
     next_seq: int
     last_n: dict[int, int] = attrs.Factory(dict)
     closed: bool = False
+    received: int = 0
 
     def check(self, message: dict[str, Any], totals: Totals) -> None:
         assert not self.closed, f"a message after unsubscribed: {message}"
@@ -86,12 +91,15 @@ class GroupStream:
             assert message["from"] == self.next_seq, (message, self.next_seq)
             assert message["to"] >= message["from"], message
             totals.gaps += 1
+            if self.received:
+                totals.drop_gaps += 1  # in the live stream: it was dropped for a slow reader
             totals.gapped += message["to"] - message["from"] + 1
             self.next_seq = message["to"] + 1
             return
         assert message["type"] == "grouped", message
         assert message["seq"] == self.next_seq, (message["seq"], self.next_seq)
         self.next_seq += 1
+        self.received += 1
         head, _, digest = message["text"].rpartition(":")
         assert checksum(head) == digest, message
         publisher, n = map(int, head.split(":", 2)[:2])
@@ -125,9 +133,13 @@ async def subscriber(
         final = stop.is_set()
         groups = rng.sample(GROUPS, rng.randrange(1, len(GROUPS) + 1))
         streams: dict[str, GroupStream] = {}
+        ending = "final" if final else rng.choice(("close", "reset", "unsubscribe", "stall"))
         host, _, port = address.rpartition(":")
-        stream = await trio.open_tcp_stream(host, int(port))
-        ending = "final" if final else rng.choice(("close", "reset", "unsubscribe"))
+        sock = trio.socket.socket()
+        if ending == "stall":  # a small window: the server's writes back up at once
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect((host, int(port)))
+        stream = trio.SocketStream(sock)
         try:
             async with trio_ws.connect(
                 f"ws://{address}/ws", stream=stream, compression=rng.random() < 0.5
@@ -192,6 +204,10 @@ async def subscriber(
                             )
                         with trio.move_on_after(0.3):
                             await read()  # what follows must carry no message of those groups
+                    elif ending == "stall":
+                        await trio.sleep(rng.uniform(1.5, 2.5))  # not reading: buffers fill up
+                        with trio.move_on_after(1):
+                            await read()  # then a gap for what was dropped, and the rest
                     elif ending == "reset":
                         sock = stream.socket
                         sock.setsockopt(
@@ -209,24 +225,38 @@ async def subscriber(
 
 @pytest.mark.timeout(SECONDS + 60)
 async def test_soak_every_stream_complete_or_gapped() -> None:
-    app = demo_app()
+    # A small per-queue buffer, so that a stalled subscriber overflows within a second
+    # and the drop policy's gaps are checked too, not only those of replays.
+    app = demo_app(max_subscriber_buffer=64)
     totals = Totals()
     stop = trio.Event()
+    # A small kernel send buffer for every accepted socket (inherited from the listener),
+    # so that what a stalled reader leaves unread reaches the server's own buffers soon.
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 << 10)
+    await sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+    listener = trio.SocketListener(sock)
     with trio.fail_after(SECONDS + 40):
-        async with running(app) as address, trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for i in range(PUBLISHERS):
-                    publishers.start_soon(publisher, address, i, stop)
-                for i in range(SUBSCRIBERS):
-                    nursery.start_soon(subscriber, address, app, i, stop, totals)
-                await trio.sleep(SECONDS)
-                stop.set()
-        published = sum(last_seq(app, g) for g in GROUPS)
+        async with trio.open_nursery() as server:
+            await server.start(functools.partial(app.serve, listeners=[listener]))
+            async with trio.open_nursery() as nursery:
+                async with trio.open_nursery() as publishers:
+                    for i in range(PUBLISHERS):
+                        publishers.start_soon(publisher, address, i, stop)
+                    for i in range(SUBSCRIBERS):
+                        nursery.start_soon(subscriber, address, app, i, stop, totals)
+                    await trio.sleep(SECONDS)
+                    stop.set()
+            published = sum(last_seq(app, g) for g in GROUPS)
+            server.cancel_scope.cancel()
     print(
         f"\nsoak {SECONDS:.0f} s: {published} messages published, {totals.lives} subscriber"
         f" lives {totals.endings}, {totals.messages} messages checked, {totals.resumed}"
-        f" resumes, {totals.gaps} gaps naming {totals.gapped} messages"
+        f" resumes, {totals.gaps} gaps ({totals.drop_gaps} for slow readers) naming"
+        f" {totals.gapped} messages"
     )
-    assert totals.lives > 10 * SUBSCRIBERS
+    assert totals.lives >= 3 * SUBSCRIBERS
     assert totals.messages > published
-    assert totals.gaps > 0  # the far-past `since` exercised the gap rule
+    assert totals.gaps > totals.drop_gaps > 0  # replays and slow readers both got gaps
