@@ -18,7 +18,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-__all__ = ["RedisCluster", "RedisServer", "start_redis", "start_redis_cluster"]
+__all__ = [
+    "RedisCluster",
+    "RedisServer",
+    "start_redis",
+    "start_redis_cluster",
+    "start_sentinel",
+]
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
@@ -58,11 +64,16 @@ class RedisServer:
     """One ``redis-server`` process on ``127.0.0.1:port`` (see the module docstring)."""
 
     def __init__(
-        self, directory: str, extra: dict[str, str] | None = None, *, sentinel: bool = False
+        self,
+        directory: str,
+        extra: dict[str, str] | None = None,
+        *,
+        sentinel: str | None = None,
     ) -> None:
         self.directory = directory
         self.sentinel = sentinel
-        """A Sentinel (``redis-server <conf> --sentinel``) rather than a data server."""
+        """The config of a Sentinel (``redis-server <conf> --sentinel``), for one rather
+        than a data server."""
         self.extra = dict(extra or {})
         """More ``redis-server`` options (cluster mode, sentinel mode)."""
         self.port = _free_port()
@@ -89,14 +100,14 @@ class RedisServer:
             "dir": self.directory,
             "logfile": os.path.join(self.directory, f"redis-{self.port}.log"),
         }
-        if not self.sentinel:
+        if self.sentinel is None:
             options.update({"save": "", "appendonly": "no"})
         options.update(self.extra)
         args = [REDIS_SERVER]
-        if self.sentinel:  # Sentinel rewrites its config file: one of its own
+        if self.sentinel is not None:  # Sentinel rewrites its config file: one of its own
             config = os.path.join(self.directory, f"sentinel-{self.port}.conf")
             with open(config, "w") as file:
-                file.write("")
+                file.write(self.sentinel)
             args += [config, "--sentinel"]
         for option, value in options.items():
             args += [f"--{option}", value]
@@ -244,3 +255,16 @@ def start_redis_cluster(shards: int = 3) -> Iterator[RedisCluster]:
             yield cluster
         finally:
             cluster.stop()
+
+
+@contextlib.contextmanager
+def start_sentinel(primary: RedisServer, service: str = "trio-ws") -> Iterator[RedisServer]:
+    """A Sentinel that monitors ``primary`` as ``service``, for the block (stopped by PID)."""
+    with tempfile.TemporaryDirectory(prefix="trio-ws-sentinel-") as directory:
+        config = f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+        server = RedisServer(directory, sentinel=config)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()

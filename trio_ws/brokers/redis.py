@@ -94,6 +94,7 @@ import math
 import random
 import re
 import secrets
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
@@ -480,16 +481,26 @@ class RedisBroker(Broker):
                     ),
                 )
         else:
+            # TLS (rediss+sentinel://) to the Sentinels and the primary alike.
+            tls: dict[str, Any] = {}
+            if parts["ssl"]:
+                tls["ssl_context"] = ssl.create_default_context()
             sentinel: Any = coredis.Sentinel(
-                parts["nodes"],
-                sentinel_kwargs={"connect_timeout": self.operation_timeout},
-                **timeouts,
+                [coredis.connection.TCPLocation(host, port) for host, port in parts["nodes"]],
+                sentinel_kwargs={
+                    "connect_timeout": self.operation_timeout,
+                    "stream_timeout": self.operation_timeout,
+                    **tls,
+                },
+                retry_policy=NoRetryPolicy(),
+                stream_timeout=self.operation_timeout,
+                connect_timeout=self.operation_timeout,
             )
             async with sentinel:
                 client = sentinel.primary_for(
                     parts["service"],
                     db=parts["db"],
-                    ssl=parts["ssl"],
+                    **tls,
                     client_name=f"{self.prefix}:{self.node_id}",
                     **credentials,
                 )

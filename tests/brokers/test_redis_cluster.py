@@ -1,0 +1,132 @@
+"""The Redis broker on a real 3-shard Redis Cluster and behind a real Sentinel: what the
+contract suite cannot see.
+
+The contract cases run on the cluster too (the ``redis-cluster`` kind); these check where
+the traffic goes: a queue's keys, its scripts and its shard channel live on the one shard
+that serves the queue's hash tag, and nowhere else. The last one connects through a
+Sentinel (``redis-server --sentinel``) to the primary it names.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+
+from tests.redis_fixture import REDIS_CLI, RedisCluster, RedisServer, start_sentinel
+from trio_ws._queue_model import PayloadKind, QueueOptions
+from trio_ws.brokers.redis import RedisBroker
+
+from .conftest import redis_nodes, running_cluster, wait_until
+
+KEEP = QueueOptions(history=100)
+
+
+def _stat(cluster: RedisCluster, server: RedisServer, command: str) -> int:
+    """How many times ``server`` ran ``command`` since its last CONFIG RESETSTAT (calls
+    from scripts included)."""
+    for line in cluster.cli(server.port, "INFO", "commandstats").splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def _queues_on_each_shard(cluster: RedisCluster, prefix: str) -> dict[int, str]:
+    """A queue name per shard (port -> queue), found by the slot of its channel."""
+    found: dict[int, str] = {}
+    for i in itertools.count():
+        queue = f"room-{i}"
+        port = cluster.server_for(f"{prefix}:{{q:{queue}}}").port
+        found.setdefault(port, queue)
+        if len(found) == len(cluster.servers):
+            return found
+    raise AssertionError("unreachable")
+
+
+async def test_a_queues_traffic_touches_only_the_shard_of_its_hash_tag(
+    redis_cluster: RedisCluster,
+) -> None:
+    with trio.fail_after(20):
+        # Long leases: no heartbeat (registry shard) during the measured part.
+        brokers = redis_nodes(redis_cluster.url, lease_seconds=60)
+        async with running_cluster(brokers, "redis-cluster") as nodes:
+            a, b = nodes.a, nodes.b
+            assert isinstance(a, RedisBroker)
+            prefix = a.prefix
+            channel = f"{prefix}:{{q:q}}"
+            home = redis_cluster.server_for(channel)
+            others = [s for s in redis_cluster.servers if s is not home]
+            await a.listen("q")
+            await b.listen("q")
+            # The subscriptions are shard subscriptions, on the queue's shard only.
+            for server in redis_cluster.servers:
+                out = redis_cluster.cli(server.port, "PUBSUB", "SHARDNUMSUB", channel)
+                assert out.split() == [channel, "2" if server is home else "0"]
+                assert redis_cluster.cli(server.port, "PUBSUB", "NUMSUB", channel).split() == [
+                    channel,
+                    "0",
+                ]  # nothing on classic pub/sub, which every shard would carry
+            for server in redis_cluster.servers:
+                redis_cluster.cli(server.port, "CONFIG", "RESETSTAT")
+            for i in range(20):
+                await a.publish(
+                    "q", f"m{i}".encode(), kind=PayloadKind.TEXT, key=f"k{i}", options=KEEP
+                )
+            await a.replay("q", 5, epoch=None, options=KEEP)
+            assert await b.retract("q", "k3") == 1
+            await wait_until(lambda: len(nodes.seen(b).seqs("q")) == 20)
+            await wait_until(lambda: nodes.seen(b).retracts == [("q", "k3")])
+            assert _stat(redis_cluster, home, "evalsha") == 22
+            assert _stat(redis_cluster, home, "spublish") == 21  # 20 messages, 1 retraction
+            for server in others:
+                for command in ("evalsha", "eval", "spublish", "publish"):
+                    assert _stat(redis_cluster, server, command) == 0, (server.port, command)
+            # Every key of the queue is on its shard.
+            for suffix in ("seq", "log", "epoch"):
+                key = f"{channel}:{suffix}"
+                assert redis_cluster.cli(home.port, "EXISTS", key).strip() == "1"
+                assert redis_cluster.server_for(key) is home
+
+
+async def test_queues_on_every_shard_are_delivered_in_order(redis_cluster: RedisCluster) -> None:
+    with trio.fail_after(20):
+        brokers = redis_nodes(redis_cluster.url)
+        async with running_cluster(brokers, "redis-cluster") as nodes:
+            a, b, c = nodes.a, nodes.b, nodes.c
+            assert isinstance(a, RedisBroker)
+            queues = list(_queues_on_each_shard(redis_cluster, a.prefix).values())
+            for queue in queues:
+                await b.listen(queue)
+                await c.listen(queue)
+            for i in range(10):
+                for queue in queues:
+                    await a.publish(queue, f"{queue}/{i}".encode(), kind=1, key=None, options=KEEP)
+            for node in (b, c):
+                seen = nodes.seen(node)
+                await wait_until(lambda seen=seen: all(len(seen.seqs(q)) == 10 for q in queues))
+                for queue in queues:
+                    assert seen.seqs(queue) == list(range(1, 11))
+                    assert seen.payloads(queue) == [f"{queue}/{i}".encode() for i in range(10)]
+
+
+async def test_a_sentinel_url_finds_the_primary_and_the_nodes_share_it(
+    fresh_redis: RedisServer,
+) -> None:
+    with start_sentinel(fresh_redis, "svc") as sentinel, trio.fail_after(20):
+        url = f"redis+sentinel://127.0.0.1:{sentinel.port}/svc"
+        brokers = redis_nodes(url, 2)
+        async with running_cluster(brokers, "redis") as nodes:
+            a, b = nodes.a, nodes.b
+            await b.listen("q")
+            assert await a.publish("q", b"hi", kind=1, key=None, options=KEEP) == 1
+            await wait_until(lambda: nodes.seen(b).payloads("q") == [b"hi"])
+            assert (await a.claim("Ann", f"{a.node_id}/1")).granted
+            assert not (await b.claim("ann", f"{b.node_id}/1")).granted
+            assert {n.node_id for n in await b.nodes()} == {a.node_id, b.node_id}
+        # The state is on the primary the Sentinel named.
+        prefix = brokers[0].prefix  # type: ignore[attr-defined]
+        out = await trio.run_process(
+            [REDIS_CLI, "-p", str(fresh_redis.port), "GET", f"{prefix}:q:q:seq"],
+            capture_stdout=True,
+        )
+        assert out.stdout.strip() == b"1"
