@@ -13,8 +13,15 @@ import itertools
 
 import trio
 
-from tests.redis_fixture import REDIS_CLI, RedisCluster, RedisServer, start_sentinel
+from tests.redis_fixture import (
+    REDIS_CLI,
+    RedisCluster,
+    RedisServer,
+    start_redis_cluster,
+    start_sentinel,
+)
 from trio_ws._queue_model import PayloadKind, QueueOptions
+from trio_ws.brokers import BrokerState, BrokerUnavailable
 from trio_ws.brokers.redis import RedisBroker
 
 from .conftest import redis_nodes, running_cluster, wait_until
@@ -107,6 +114,55 @@ async def test_queues_on_every_shard_are_delivered_in_order(redis_cluster: Redis
                 for queue in queues:
                     assert seen.seqs(queue) == list(range(1, 11))
                     assert seen.payloads(queue) == [f"{queue}/{i}".encode() for i in range(10)]
+
+
+async def test_a_shard_that_restarts_empty_renumbers_its_queues_only() -> None:
+    """The epoch is per queue on a cluster: a shard that lost its data gives its queues a
+    new epoch (a ``since`` from before is taken as 0), and the queues of the other shards
+    keep theirs and their numbers. Listeners reconnect and get the new numbering."""
+    with start_redis_cluster() as rc, trio.fail_after(40):
+        brokers = redis_nodes(rc.url, 2, operation_timeout=0.5, lease_seconds=3)
+        async with running_cluster(brokers, "redis-cluster") as nodes:
+            a, b = nodes.a, nodes.b
+            assert isinstance(a, RedisBroker)
+            shards = _queues_on_each_shard(rc, a.prefix)
+            ports = list(shards)
+            lost, kept = shards[ports[0]], shards[ports[1]]
+            for queue in (lost, kept):
+                await b.listen(queue)
+                for i in range(3):
+                    await a.publish(queue, f"{queue}{i}".encode(), kind=1, key=None, options=KEEP)
+            seen = nodes.seen(b)
+            await wait_until(lambda: seen.seqs(lost) == seen.seqs(kept) == [1, 2, 3])
+            before = {
+                q: (await a.replay(q, None, epoch=None, options=KEEP)).epoch
+                for q in shards.values()
+            }
+
+            next(s for s in rc.servers if s.port == ports[0]).restart()  # no persistence
+
+            async def publish(queue: str, body: bytes) -> int:
+                while True:
+                    try:
+                        return await a.publish(queue, body, kind=1, key=None, options=KEEP)
+                    except BrokerUnavailable:
+                        await trio.sleep(0.05)  # until the node has reconnected
+
+            assert await publish(lost, b"after") == 1  # numbering starts again...
+            assert await publish(kept, b"after") == 4  # ...on the restarted shard only
+            after = {
+                q: (await a.replay(q, None, epoch=None, options=KEEP)).epoch
+                for q in shards.values()
+            }
+            assert after[lost] != before[lost]
+            assert all(after[q] == before[q] for q in shards.values() if q != lost)
+            stale = await a.replay(lost, 3, epoch=before[lost], options=KEEP)
+            assert [m.seq for m in stale.messages] == [1]  # since 3 of the old epoch: 0
+            await wait_until(lambda: b"after" in seen.payloads(lost), 15)
+            await wait_until(lambda: b"after" in seen.payloads(kept), 15)
+            assert seen.seqs(lost) == [1, 2, 3, 1]  # the new epoch's history, handed over
+            assert seen.seqs(kept) == [1, 2, 3, 4]
+            assert b.state is BrokerState.UP
 
 
 async def test_a_sentinel_url_finds_the_primary_and_the_nodes_share_it(
