@@ -7,7 +7,8 @@ Each node holds one :class:`RedisBroker`. While connected it has two connections
 mode that receives what is published to this node. Every operation that changes shared
 state is one Lua script, so it is atomic and costs one round trip.
 
-Keys (``P`` is the ``prefix``, ``trio_ws`` by default):
+Keys on one server or behind Sentinel (``P`` is the ``prefix``, ``trio_ws`` by default;
+a Redis Cluster has its own layout, below):
 
 ``P:epoch``
     The history epoch, created with ``SET NX`` by the first node that finds it missing.
@@ -80,8 +81,65 @@ then the seq from which the subscription delivers); releases, presence changes a
 answers go in batches of up to 500 per round trip; the heartbeat takes one per 500 names
 every third of a lease.
 
-A Redis Cluster is not supported yet: the scripts touch keys of several slots. Sentinel
-is not wired either (coredis has it; the URL form would be the missing piece).
+Where the Redis is
+------------------
+The URL says: ``redis://`` (``rediss://``) one server, as above;
+``redis+sentinel://host:port[,host:port...]/service[/db]`` the primary that the
+Sentinels name for ``service``, asked again at every reconnect (so a failover is an
+outage followed by a reconnect to the new primary), with the same keys as one server;
+``redis+cluster://host:port[,host:port...]`` a Redis Cluster, any of its nodes as seeds.
+
+On a Redis Cluster
+------------------
+A script may only touch keys of one slot, and ``PUBLISH`` goes to every node of a
+cluster; so on a cluster the keys carry hash tags (``{...}``: only the part inside decides
+the slot) and live delivery is sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``: a shard
+channel lives in its slot, like a key). The client keeps a command connection per shard
+and the pub/sub one connection per primary (coredis's sharded pub/sub). Keys and
+channels, by slot:
+
+``{q:<queue>}`` -- everything of one queue
+    ``P:{q:<queue>}:seq``, ``P:{q:<queue>}:log`` (as above), ``P:{q:<queue>}:epoch``,
+    ``P:{q:<queue>}:presence``, and the shard channel ``P:{q:<queue>}``. A publish, a
+    replay, a retract, a listen and presence updates touch only the shard that serves the
+    queue's slot, and a node's subscription to the queue is on that shard alone.
+``{name:<name key>}`` -- one name
+    ``P:{name:<name key>}``, the value and lease as above.
+``{to:<node id>}`` -- one node's shard channel
+    ``P:{to:<node id>}``: routed messages, their answers, takeover notices. Sent with a
+    small script that declares the channel as its key (so the client routes it to the
+    channel's shard) and checks the caller's deadline.
+``{nodes}`` -- the node registry
+    ``P:{nodes}``: a hash ``node id -> "<connections> <clients> <expiry ms>"``, the expiry
+    in Redis's clock; the heartbeat rewrites the node's field, ``nodes`` reads it and
+    forgets expired fields. A node is alive while its field has not expired.
+
+The epoch is per queue on a cluster: the queue's epoch key sits in the queue's slot and
+is created by the first publish or replay that finds it missing. A global epoch key would
+be on one shard and could not tell that another shard restarted empty (its queues'
+numbering would start again under an unchanged epoch: wrong numbers for every ``since``).
+So a shard that loses its data gives its own queues new epochs, and only them; a node
+that catches up after reconnecting compares each listened queue's epoch with the one it
+counted in and takes the whole kept history of a queue whose epoch changed.
+:attr:`RedisBroker.epoch` is then the epoch last read, of whichever queue.
+
+What a single-server script looked up in another slot becomes a second call:
+
+* a claim of a name held by another connection reads the holder's liveness from the
+  registry, then claims again stating what it saw (the script refuses to act if the holder
+  changed meanwhile and the broker looks again, at most 5 times); a takeover then sends
+  the notice on the old holder's node channel. An uncontested claim is still one round
+  trip, a contested one three or four.
+* a route reads the holder from the name's slot, then sends on the holder's node channel;
+  ``SPUBLISH`` counting no receiver means the node is gone (not subscribed), so the
+  route fails as it does when the node's key has expired on one server.
+* ``members`` reads the presence hash, then the liveness of the nodes in it (two round
+  trips). Fields of dead nodes are skipped but not deleted, so a node that died without
+  leaving leaves its fields behind: deleting them in a second call could delete the
+  fields of a node (same id) that rejoined between the two.
+* the outbox and the heartbeat send one script per key (each key its own slot),
+  concurrently; the operations on one key stay in order. Re-claiming the names after a
+  reconnect is one call per name, concurrently.
 """
 
 from __future__ import annotations
