@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import trio
 
 from tests.redis_fixture import (
@@ -21,10 +22,10 @@ from tests.redis_fixture import (
     start_sentinel,
 )
 from trio_ws._queue_model import PayloadKind, QueueOptions
-from trio_ws.brokers import BrokerState, BrokerUnavailable
+from trio_ws.brokers import BrokerState, BrokerUnavailable, Claim
 from trio_ws.brokers.redis import RedisBroker
 
-from .conftest import redis_nodes, running_cluster, wait_until
+from .conftest import eventually, redis_nodes, running_cluster, wait_until
 
 KEEP = QueueOptions(history=100)
 
@@ -186,3 +187,66 @@ async def test_a_sentinel_url_finds_the_primary_and_the_nodes_share_it(
             capture_stdout=True,
         )
         assert out.stdout.strip() == b"1"
+
+
+async def test_a_node_that_dies_without_leaving_frees_its_names_within_a_lease(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's liveness is in the registry's slot, not the name's: the claim reads it
+    there, and a name whose holder's registry entry expired is free (not taken over)."""
+    with trio.fail_after(15):
+        brokers = redis_nodes(redis_cluster.url, 2, lease_seconds=1.0)
+        async with running_cluster(brokers, "redis-cluster") as nodes:
+            a, b = nodes.a, nodes.b
+            assert (await a.claim("Hal", a.owner(1))).granted
+            a.note_presence("q", "Hal", 1)
+            await eventually(lambda: b.members("q"), lambda r: r == ["Hal"])
+
+            async def crash() -> None:
+                pass  # a crashed process says goodbye to nobody
+
+            monkeypatch.setattr(a, "_leave", crash)
+            await nodes.node(a).stop()
+            died = trio.current_time()
+            assert await b.claim("hal", b.owner(1)) == Claim(False, a.owner(1), "Hal")
+            assert not await b.route("Hal", "x")  # nobody listens on a's node channel
+            claim = await eventually(lambda: b.claim("hal", b.owner(1)), lambda r: r.granted)
+            assert claim == Claim(True, None)  # free, not taken over: its node is gone
+            assert trio.current_time() - died < 1.0 + 0.5
+            assert await b.members("q") == []
+            assert [n.node_id for n in await b.nodes()] == ["node-b"]
+
+
+async def test_a_stopped_shard_fails_calls_within_the_timeout_then_the_nodes_come_back() -> None:
+    """A shard that answers nothing (SIGSTOP) makes a call on it fail within
+    ``operation_timeout``; the node is DOWN (one session for the whole cluster) until the
+    shard answers again, then UP with nothing lost or repeated."""
+    with start_redis_cluster() as rc, trio.fail_after(40):
+        brokers = redis_nodes(rc.url, 2, operation_timeout=0.5, max_reconnect_seconds=0.3)
+        async with running_cluster(brokers, "redis-cluster") as nodes:
+            a, b = nodes.a, nodes.b
+            assert isinstance(a, RedisBroker)
+            await a.listen("q")
+            seq = await b.publish("q", b"before", kind=1, key=None, options=KEEP)
+            home = rc.server_for(f"{a.prefix}:{{q:q}}")
+            home.pause()
+            try:
+                paused = trio.current_time()
+                with pytest.raises(BrokerUnavailable):
+                    await b.publish("q", b"stuck", kind=1, key=None, options=KEEP)
+                assert trio.current_time() - paused < 0.5 + 0.2
+                assert b.state is BrokerState.DOWN
+                await trio.sleep(1.0)
+            finally:
+                home.resume()
+            await wait_until(lambda: a.state is b.state is BrokerState.UP, within=10)
+
+            async def publish(body: bytes) -> int:
+                while True:
+                    try:
+                        return await b.publish("q", body, kind=1, key=None, options=KEEP)
+                    except BrokerUnavailable:
+                        await trio.sleep(0.05)
+
+            assert await publish(b"after") == seq + 1  # "stuck" never was
+            await wait_until(lambda: nodes.seen(a).payloads("q") == [b"before", b"after"])
