@@ -22,7 +22,9 @@ __all__ = [
     "RedisCluster",
     "RedisServer",
     "start_redis",
+    "cli",
     "start_redis_cluster",
+    "start_replica",
     "start_sentinel",
 ]
 
@@ -198,13 +200,7 @@ class RedisCluster:
 
     def cli(self, port: int, *args: str) -> str:
         """Run ``redis-cli -p port args...`` and return its output."""
-        done = subprocess.run(
-            [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args],
-            capture_output=True,
-            timeout=30,
-            check=True,
-        )
-        return done.stdout.decode()
+        return cli(port, *args)
 
     def start(self, within: float = 20.0) -> None:
         for server in self.servers:
@@ -257,14 +253,61 @@ def start_redis_cluster(shards: int = 3) -> Iterator[RedisCluster]:
             cluster.stop()
 
 
+def cli(port: int, *args: str) -> str:
+    """Run ``redis-cli -p port args...`` on 127.0.0.1 and return its output."""
+    done = subprocess.run(
+        [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.decode()
+
+
 @contextlib.contextmanager
-def start_sentinel(primary: RedisServer, service: str = "trio-ws") -> Iterator[RedisServer]:
-    """A Sentinel that monitors ``primary`` as ``service``, for the block (stopped by PID)."""
+def start_replica(primary: RedisServer, within: float = 10.0) -> Iterator[RedisServer]:
+    """A replica of ``primary``, returned once its link is up; stopped by PID after."""
+    cli(primary.port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")  # sync at once
+    with tempfile.TemporaryDirectory(prefix="trio-ws-replica-") as directory:
+        server = RedisServer(directory, {"replicaof": f"127.0.0.1 {primary.port}"})
+        try:
+            server.start()
+            deadline = time.monotonic() + within
+            while "master_link_status:up" not in cli(server.port, "INFO", "replication"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica was not in sync within {within} s")
+                time.sleep(0.02)
+            yield server
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def start_sentinel(
+    primary: RedisServer,
+    service: str = "trio-ws",
+    *,
+    down_after_ms: int = 30000,
+    replicas: int = 0,
+    within: float = 10.0,
+) -> Iterator[RedisServer]:
+    """A Sentinel that monitors ``primary`` as ``service`` (quorum 1: it alone decides a
+    failover, ``down_after_ms`` after the primary stops answering), returned once it knows
+    ``replicas`` replicas; stopped by PID after."""
     with tempfile.TemporaryDirectory(prefix="trio-ws-sentinel-") as directory:
-        config = f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+        config = (
+            f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} 2000\n"
+        )
         server = RedisServer(directory, sentinel=config)
         try:
             server.start()
+            deadline = time.monotonic() + within
+            while f"slaves={replicas}," not in cli(server.port, "INFO", "sentinel"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Sentinel found no {replicas} replicas in {within} s")
+                time.sleep(0.02)
             yield server
         finally:
             server.stop()

@@ -19,6 +19,7 @@ from tests.redis_fixture import (
     RedisCluster,
     RedisServer,
     start_redis_cluster,
+    start_replica,
     start_sentinel,
 )
 from trio_ws._queue_model import PayloadKind, QueueOptions
@@ -250,3 +251,44 @@ async def test_a_stopped_shard_fails_calls_within_the_timeout_then_the_nodes_com
 
             assert await publish(b"after") == seq + 1  # "stuck" never was
             await wait_until(lambda: nodes.seen(a).payloads("q") == [b"before", b"after"])
+
+
+async def test_after_a_sentinel_failover_the_nodes_reconnect_to_the_new_primary(
+    fresh_redis: RedisServer,
+) -> None:
+    """The primary dies; the Sentinel promotes the replica; the nodes, which ask the
+    Sentinel at every reconnect, carry on there with the replicated history and epoch."""
+    with (
+        start_replica(fresh_redis) as replica,
+        start_sentinel(fresh_redis, "svc", down_after_ms=300, replicas=1) as sentinel,
+        trio.fail_after(30),
+    ):
+        url = f"redis+sentinel://127.0.0.1:{sentinel.port}/svc"
+        brokers = redis_nodes(url, 2, operation_timeout=0.5, max_reconnect_seconds=0.3)
+        async with running_cluster(brokers, "redis") as nodes:
+            a, b = nodes.a, nodes.b
+            await b.listen("q")
+            for i in range(3):
+                await a.publish("q", f"m{i}".encode(), kind=1, key=None, options=KEEP)
+            epoch = (await a.replay("q", None, epoch=None, options=KEEP)).epoch
+            await wait_until(lambda: nodes.seen(b).seqs("q") == [1, 2, 3])
+            await trio.run_process([REDIS_CLI, "-p", str(fresh_redis.port), "WAIT", "1", "2000"])
+
+            fresh_redis.kill()
+            await wait_until(lambda: a.state is BrokerState.DOWN, within=5)
+            await wait_until(lambda: a.state is b.state is BrokerState.UP, within=20)
+            role = await trio.run_process(
+                [REDIS_CLI, "-p", str(replica.port), "ROLE"], capture_stdout=True
+            )
+            assert role.stdout.split()[0] == b"master"  # promoted
+
+            async def publish(body: bytes) -> int:
+                while True:
+                    try:
+                        return await a.publish("q", body, kind=1, key=None, options=KEEP)
+                    except BrokerUnavailable:
+                        await trio.sleep(0.05)
+
+            assert await publish(b"after") == 4  # the history came along
+            assert (await a.replay("q", None, epoch=None, options=KEEP)).epoch == epoch
+            await wait_until(lambda: nodes.seen(b).seqs("q") == [1, 2, 3, 4])
