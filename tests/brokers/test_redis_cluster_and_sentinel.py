@@ -228,6 +228,7 @@ async def test_a_stopped_shard_fails_calls_within_the_timeout_then_the_nodes_com
             a, b = nodes.a, nodes.b
             assert isinstance(a, RedisBroker)
             await a.listen("q")
+            assert (await a.claim("Gina", a.owner(1))).granted
             seq = await b.publish("q", b"before", kind=1, key=None, options=KEEP)
             home = rc.server_for(f"{a.prefix}:{{q:q}}")
             home.pause()
@@ -251,6 +252,10 @@ async def test_a_stopped_shard_fails_calls_within_the_timeout_then_the_nodes_com
 
             assert await publish(b"after") == seq + 1  # "stuck" never was
             await wait_until(lambda: nodes.seen(a).payloads("q") == [b"before", b"after"])
+            # a held its name again on reconnecting (one call per name, on its slot).
+            assert await b.claim("gina", b.owner(1)) == Claim(False, a.owner(1), "Gina")
+            assert await b.route("gina", "hello")
+            assert nodes.seen(a).routed == [("Gina", "hello")]
 
 
 async def test_after_a_sentinel_failover_the_nodes_reconnect_to_the_new_primary(

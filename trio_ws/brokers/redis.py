@@ -275,7 +275,8 @@ class RedisBroker(Broker):
             ``redis+cluster://[[user]:password@]host:port[,host:port...]`` for a Redis
             Cluster (any of its nodes as seeds; ``rediss+cluster://`` for TLS);
             ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
-            for the primary that Sentinels (the hosts) name for ``service``.
+            for the primary that Sentinels (the hosts) name for ``service`` (the user and
+            password are the primary's; the Sentinels are asked without them).
         node_id: this node's id, unique in the cluster (no ``/`` or whitespace); a random
             one by default.
         lease_seconds: how long this node's names and liveness outlive its last heartbeat
@@ -583,28 +584,30 @@ class RedisBroker(Broker):
         raise _Lost("the session was ended")
 
     async def _setup(self, client: _Client, pubsub: Any, nursery: trio.Nursery) -> None:
-        if self._cluster:
-            await self._setup_cluster(client, pubsub, nursery)
-            return
         sent = trio.current_time()
-        joined = await self._op(
-            "join",
-            (),
-            [
-                self.prefix,
-                self.node_id,
-                self._report_value(),
-                self._lease_ms(),
-                secrets.token_hex(6),
-            ],
-        )(client)
-        raw_epoch, seconds, micros = cast(list[Any], joined)
-        self._clock(sent, seconds, micros)
-        epoch = cast(bytes, raw_epoch).decode()
-        if self.epoch is not None and epoch != self.epoch:
-            log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
-            self._last.clear()  # numbering starts again
-        self.epoch = epoch
+        if self._cluster:  # the registry; the epoch is per queue (read with its replay)
+            report = [self.node_id, self._report_value(), self._lease_ms()]
+            clock = await self._op("c_heartbeat", [self._registry()], report)(client)
+            self._clock(sent, *cast(list[Any], clock))
+        else:
+            joined = await self._op(
+                "join",
+                (),
+                [
+                    self.prefix,
+                    self.node_id,
+                    self._report_value(),
+                    self._lease_ms(),
+                    secrets.token_hex(6),
+                ],
+            )(client)
+            raw_epoch, seconds, micros = cast(list[Any], joined)
+            self._clock(sent, seconds, micros)
+            epoch = cast(bytes, raw_epoch).decode()
+            if self.epoch is not None and epoch != self.epoch:
+                log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
+                self._last.clear()  # numbering starts again
+            self.epoch = epoch
         nursery.start_soon(self._read, pubsub)
         channels = [self._node_channel(self.node_id)]
         channels += [self._queue_channel(q) for q in self._listening]
@@ -615,43 +618,20 @@ class RedisBroker(Broker):
         items = list(self._names.items())
         for start in range(0, len(items), _BATCH):
             chunk = items[start : start + _BATCH]
-            args: list[str | int] = [self.prefix, self._lease_ms()]
-            for key, (name, owner) in chunk:
-                args += [f"{self.prefix}:name:{key}", f"{owner}\n{name}"]
-            lost = await self._op("reclaim", (), args)(client)
-            for index in cast(list[int], lost):
-                key, (name, owner) = chunk[int(index) - 1]
+            if self._cluster:  # one name per slot: one call each, concurrently
+                kept = await self._each(
+                    [functools.partial(self._reclaim, k, n, o) for k, (n, o) in chunk], client
+                )
+                lost = [i for i, held in enumerate(kept) if not held]
+            else:
+                args: list[str | int] = [self.prefix, self._lease_ms()]
+                for key, (name, owner) in chunk:
+                    args += [self._key_of_name(key), f"{owner}\n{name}"]
+                lost = [int(i) - 1 for i in await self._op("reclaim", (), args)(client)]
+            for index in lost:
+                key, (name, owner) = chunk[index]
                 self._names.pop(key, None)
                 self._callback(self.on_displaced, name, owner)
-        for queue, name in self._presence:
-            self._post_presence(queue, name)
-        self._outbox_ready.set()
-
-    async def _setup_cluster(self, client: _Client, pubsub: Any, nursery: trio.Nursery) -> None:
-        """:meth:`_setup` on a cluster: the epoch is per queue (read with each queue's
-        replay), names are held again one by one (each in its own slot)."""
-        sent = trio.current_time()
-        args = [self.node_id, self._report_value(), self._lease_ms()]
-        clock = await self._op("c_heartbeat", [self._registry()], args)(client)
-        self._clock(sent, *cast(list[Any], clock))
-        nursery.start_soon(self._read, pubsub)
-        channels = [self._node_channel(self.node_id)]
-        channels += [self._queue_channel(q) for q in self._listening]
-        self._held = {q: [] for q in self._listening}
-        await pubsub.subscribe(*channels)
-        for event in self._listening.values():
-            event.set()
-        items = list(self._names.items())
-        for start in range(0, len(items), _BATCH):
-            chunk = items[start : start + _BATCH]
-            kept = await self._each(
-                [functools.partial(self._reclaim, k, name, owner) for k, (name, owner) in chunk],
-                client,
-            )
-            for held, (key, (name, owner)) in zip(kept, chunk, strict=True):
-                if not held:
-                    self._names.pop(key, None)
-                    self._callback(self.on_displaced, name, owner)
         for queue, name in self._presence:
             self._post_presence(queue, name)
         self._outbox_ready.set()
