@@ -104,6 +104,7 @@ async def test_queues_on_every_shard_are_delivered_in_order(redis_cluster: Redis
             a, b, c = nodes.a, nodes.b, nodes.c
             assert isinstance(a, RedisBroker)
             queues = list(_queues_on_each_shard(redis_cluster, a.prefix).values())
+            queues.append("odd}na{me}")  # braces in a name: the tag ends at the first '}'
             for queue in queues:
                 await b.listen(queue)
                 await c.listen(queue)
