@@ -579,7 +579,10 @@ class RedisBroker(Broker):
                     self._state = BrokerState.UP
                     self._up.set()
                     first.set()
-                    log.info("%s: connected to Redis (epoch %s)", self.node_id, self.epoch)
+                    if self._cluster:  # the epochs are per queue
+                        log.info("%s: connected to the Redis Cluster", self.node_id)
+                    else:
+                        log.info("%s: connected to Redis (epoch %s)", self.node_id, self.epoch)
                     await self._catch_up(client)
         raise _Lost("the session was ended")
 
