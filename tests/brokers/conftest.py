@@ -3,8 +3,9 @@
 The ``cluster`` fixture gives three nodes (``a``, ``b``, ``c``) on one shared state,
 already running: ``memory`` nodes on one :class:`~trio_ws.brokers.MemoryStore` (under
 the autojump clock: leases and ttl cost no real time), ``redis`` nodes on one real
-``redis-server`` (each test under its own key prefix). A missing ``redis-server`` makes
-the redis cases fail, never skip.
+``redis-server``, ``redis-cluster`` nodes on one real 3-shard Redis Cluster (each test
+under its own key prefix). A missing ``redis-server`` makes the redis cases fail, never
+skip.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import pytest
 import trio
 import trio.testing
 
-from tests.redis_fixture import RedisServer, start_redis
+from tests.redis_fixture import RedisCluster, RedisServer, start_redis, start_redis_cluster
 from trio_ws._queue_model import Message
 from trio_ws.brokers import Broker, BrokerState, MemoryBroker
 from trio_ws.brokers.redis import RedisBroker
 
 T = TypeVar("T")
 
-KINDS = ["memory", "redis"]
+KINDS = ["memory", "redis", "redis-cluster"]
 
 _prefixes = itertools.count(1)
 
@@ -35,6 +36,13 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session (tests keep apart by key prefix)."""
     with start_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One 3-shard Redis Cluster for the session (tests keep apart by key prefix)."""
+    with start_redis_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -196,13 +204,15 @@ def redis_nodes(url: str, count: int = 3, **kwargs: Any) -> list[Broker]:
 
 
 @pytest.fixture
-async def cluster(kind: str, redis_server: RedisServer) -> AsyncIterator[Cluster]:
+async def cluster(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     """Three running nodes ``a``, ``b``, ``c`` of the ``kind`` broker on one shared state."""
     brokers: list[Broker]
     if kind == "memory":
         first = MemoryBroker(node_id="node-a")
         brokers = [first, first.peer("node-b"), first.peer("node-c")]
+    elif kind == "redis":
+        brokers = redis_nodes(request.getfixturevalue("redis_server").url)
     else:
-        brokers = redis_nodes(redis_server.url)
+        brokers = redis_nodes(request.getfixturevalue("redis_cluster").url)
     async with running_cluster(brokers, kind) as result:
         yield result

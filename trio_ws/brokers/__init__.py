@@ -33,9 +33,12 @@ __all__ = [
 
 
 def broker_from_url(url: str) -> Broker:
-    """The broker a URL names: ``memory`` (or ``memory://``), or a Redis URL
-    (``redis://host:port/db``, ``rediss://`` for TLS) for a
-    :class:`~trio_ws.brokers.redis.RedisBroker`.
+    """The broker a URL names: ``memory`` (or ``memory://``), or a Redis URL for a
+    :class:`~trio_ws.brokers.redis.RedisBroker`: ``redis://host:port/db`` (``rediss://``
+    for TLS) for one server, ``redis+cluster://host:port[,host:port...]`` for a Redis
+    Cluster (seed nodes), ``redis+sentinel://host:port[,host:port...]/service[/db]`` for
+    the primary that Sentinels name (``rediss+cluster://``, ``rediss+sentinel://`` for
+    TLS).
 
     Raises:
         ValueError: a URL naming no broker this build has.
@@ -43,10 +46,18 @@ def broker_from_url(url: str) -> Broker:
     """
     if url in ("memory", "memory://"):
         return MemoryBroker()
-    if url.startswith(("redis://", "rediss://")):
+    if url.startswith(_REDIS_SCHEMES):
         try:
             from .redis import RedisBroker  # imported here: coredis is optional
         except ImportError as exc:
             raise ImportError(f"{url!r} needs coredis: pip install 'trio_ws[redis]'") from exc
         return RedisBroker(url)
-    raise ValueError(f"unknown broker {url!r}: expected 'memory', 'redis://...' or 'rediss://...'")
+    raise ValueError(
+        f"unknown broker {url!r}: expected 'memory', 'redis://...', 'rediss://...',"
+        " 'redis+cluster://...' or 'redis+sentinel://...'"
+    )
+
+
+_REDIS_SCHEMES = tuple(
+    f"{base}{mode}://" for base in ("redis", "rediss") for mode in ("", "+cluster", "+sentinel")
+)

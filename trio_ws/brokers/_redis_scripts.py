@@ -17,6 +17,17 @@ from .._queue_model import Message, make_message
 
 __all__ = [
     "BATCH_OPS",
+    "C_ALIVE",
+    "C_CLAIM",
+    "C_HEARTBEAT",
+    "C_LEAVE",
+    "C_MEMBERS",
+    "C_NODES",
+    "C_OP",
+    "C_RECLAIM",
+    "C_RENEW",
+    "C_ROUTE",
+    "C_SEND",
     "CLAIM",
     "HEARTBEAT",
     "JOIN",
@@ -29,6 +40,7 @@ __all__ = [
     "RETRACT",
     "ROUTE",
     "entry_message",
+    "sharded",
 ]
 
 
@@ -247,6 +259,165 @@ for _, node in ipairs(redis.call('SMEMBERS', ARGV[1] .. ':nodes')) do
   local v = redis.call('GET', ARGV[1] .. ':node:' .. node)
   if v then table.insert(out, node); table.insert(out, v)
   else redis.call('SREM', ARGV[1] .. ':nodes', node) end
+end
+return out
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# Redis Cluster: every script touches the one slot of its KEYS[1] (a shard channel it
+# publishes on shares that slot). What the single-server scripts look up in another slot
+# (a holder's node liveness) the broker reads first and passes in ARGV; a script that
+# finds the state changed since returns -1 for the broker to look again.
+
+
+def sharded(script: str) -> str:
+    """A queue script for a cluster: ``SPUBLISH`` on the queue's shard channel."""
+    return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+
+
+C_CLAIM = """
+-- KEYS: name key.
+-- ARGV: owner, name, lease_ms, takeover, released owner, deadline, expected holder,
+--       whether the expected holder's node is alive ('1' or '0')
+-- Returns {1, false} (free), {1, held, spelling} (taken over), {0, held, spelling}
+-- (refused), or {-1, held, spelling}: held by another than expected; look again.
+local t = redis.call('TIME')
+if ARGV[6] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[6]) then
+  return false
+end
+local v = redis.call('GET', KEYS[1])
+local value = ARGV[1] .. '\\n' .. ARGV[2]
+if v then
+  local nl = string.find(v, '\\n', 1, true)
+  local held = string.sub(v, 1, nl - 1)
+  local spelling = string.sub(v, nl + 1)
+  if held ~= ARGV[1] and held ~= ARGV[5] then
+    if held ~= ARGV[7] then return {-1, held, spelling} end
+    if ARGV[8] == '1' then
+      if ARGV[4] ~= '1' then return {0, held, spelling} end
+      redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+      return {1, held, spelling}
+    end
+  end
+end
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return {1, false}
+"""
+
+C_RECLAIM = """
+-- KEYS: name key. ARGV: value, lease_ms, expected holder, whether its node is alive.
+-- Returns 1 (held again), 0 (lost), or the holder when it is not the expected one.
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then
+  local held = string.sub(v, 1, string.find(v, '\\n', 1, true) - 1)
+  if held ~= ARGV[3] then return held end
+  if ARGV[4] == '1' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+C_ROUTE = """
+-- KEYS: name key. ARGV: deadline. Returns false (too late), {} (free) or {owner, name}.
+local t = redis.call('TIME')
+if ARGV[1] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[1]) then
+  return false
+end
+local v = redis.call('GET', KEYS[1])
+if not v then return {} end
+local nl = string.find(v, '\\n', 1, true)
+return {string.sub(v, 1, nl - 1), string.sub(v, nl + 1)}
+"""
+
+C_SEND = """
+-- KEYS: a node's shard channel (declared for its slot). ARGV: deadline, message.
+-- Returns false (too late) or the number of nodes that received it (0 or 1).
+local t = redis.call('TIME')
+if ARGV[1] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[1]) then
+  return false
+end
+return redis.call('SPUBLISH', KEYS[1], ARGV[2])
+"""
+
+C_OP = """
+-- KEYS: the key of one outbox operation. ARGV: op, a, b (as in BATCH_OPS).
+local op, a, b = ARGV[1], ARGV[2], ARGV[3]
+if op == 'r' then
+  local v = redis.call('GET', KEYS[1])
+  if v and string.sub(v, 1, #a + 1) == a .. '\\n' then redis.call('DEL', KEYS[1]) end
+elseif op == 'p' then
+  if b == '0' then redis.call('HDEL', KEYS[1], a) else redis.call('HSET', KEYS[1], a, b) end
+elseif op == 'P' then
+  redis.call('SPUBLISH', KEYS[1], b)
+end
+return 1
+"""
+
+C_RENEW = """
+-- KEYS: a name key. ARGV: node id, lease_ms. Renews it if a connection of the node holds it.
+local v = redis.call('GET', KEYS[1])
+local mine = ARGV[1] .. '/'
+if v and string.sub(v, 1, #mine) == mine then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# The node registry: one hash, node id -> "<connections> <clients> <expiry ms>" (Redis's
+# clock), in the slot of its own hash tag.
+C_HEARTBEAT = """
+-- KEYS: node registry. ARGV: node id, report, lease_ms. Returns Redis's clock.
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. (now + tonumber(ARGV[3])))
+return t
+"""
+
+C_LEAVE = """
+-- KEYS: node registry. ARGV: node id
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+C_NODES = """
+-- KEYS: node registry. Returns pairs (node id, report) of live nodes; forgets the others.
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local fields = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #fields, 2 do
+  local c, n, e = string.match(fields[i + 1], '^(%S+) (%S+) (%S+)$')
+  if tonumber(e) > now then
+    table.insert(out, fields[i]); table.insert(out, c .. ' ' .. n)
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return out
+"""
+
+C_ALIVE = """
+-- KEYS: node registry. ARGV: node ids. Returns 1 or 0 for each.
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local out = {}
+for i = 1, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  local e = v and tonumber(string.match(v, '(%S+)$'))
+  table.insert(out, (e and e > now) and 1 or 0)
+end
+return out
+"""
+
+C_MEMBERS = """
+-- KEYS: presence hash. Returns pairs (node id, name) with a positive count.
+local fields = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #fields, 2 do
+  if tonumber(fields[i + 1]) > 0 then
+    local f = fields[i]
+    local nl = string.find(f, '\\n', 1, true)
+    table.insert(out, string.sub(f, 1, nl - 1)); table.insert(out, string.sub(f, nl + 1))
+  end
 end
 return out
 """

@@ -7,7 +7,8 @@ Each node holds one :class:`RedisBroker`. While connected it has two connections
 mode that receives what is published to this node. Every operation that changes shared
 state is one Lua script, so it is atomic and costs one round trip.
 
-Keys (``P`` is the ``prefix``, ``trio_ws`` by default):
+Keys on one server or behind Sentinel (``P`` is the ``prefix``, ``trio_ws`` by default;
+a Redis Cluster has its own layout, below):
 
 ``P:epoch``
     The history epoch, created with ``SET NX`` by the first node that finds it missing.
@@ -80,12 +81,70 @@ then the seq from which the subscription delivers); releases, presence changes a
 answers go in batches of up to 500 per round trip; the heartbeat takes one per 500 names
 every third of a lease.
 
-A Redis Cluster is not supported yet: the scripts touch keys of several slots. Sentinel
-is not wired either (coredis has it; the URL form would be the missing piece).
+Where the Redis is
+------------------
+The URL says: ``redis://`` (``rediss://``) one server, as above;
+``redis+sentinel://host:port[,host:port...]/service[/db]`` the primary that the
+Sentinels name for ``service``, asked again at every reconnect (so a failover is an
+outage followed by a reconnect to the new primary), with the same keys as one server;
+``redis+cluster://host:port[,host:port...]`` a Redis Cluster, any of its nodes as seeds.
+
+On a Redis Cluster
+------------------
+A script may only touch keys of one slot, and ``PUBLISH`` goes to every node of a
+cluster; so on a cluster the keys carry hash tags (``{...}``: only the part inside decides
+the slot) and live delivery is sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``: a shard
+channel lives in its slot, like a key). The client keeps a command connection per shard
+and the pub/sub one connection per primary (coredis's sharded pub/sub). Keys and
+channels, by slot:
+
+``{q:<queue>}`` -- everything of one queue
+    ``P:{q:<queue>}:seq``, ``P:{q:<queue>}:log`` (as above), ``P:{q:<queue>}:epoch``,
+    ``P:{q:<queue>}:presence``, and the shard channel ``P:{q:<queue>}``. A publish, a
+    replay, a retract, a listen and presence updates touch only the shard that serves the
+    queue's slot, and a node's subscription to the queue is on that shard alone.
+``{name:<name key>}`` -- one name
+    ``P:{name:<name key>}``, the value and lease as above.
+``{to:<node id>}`` -- one node's shard channel
+    ``P:{to:<node id>}``: routed messages, their answers, takeover notices. Sent with a
+    small script that declares the channel as its key (so the client routes it to the
+    channel's shard) and checks the caller's deadline.
+``{nodes}`` -- the node registry
+    ``P:{nodes}``: a hash ``node id -> "<connections> <clients> <expiry ms>"``, the expiry
+    in Redis's clock; the heartbeat rewrites the node's field, ``nodes`` reads it and
+    forgets expired fields. A node is alive while its field has not expired.
+
+The epoch is per queue on a cluster: the queue's epoch key sits in the queue's slot and
+is created by the first publish or replay that finds it missing. A global epoch key would
+be on one shard and could not tell that another shard restarted empty (its queues'
+numbering would start again under an unchanged epoch: wrong numbers for every ``since``).
+So a shard that loses its data gives its own queues new epochs, and only them; a node
+that catches up after reconnecting compares each listened queue's epoch with the one it
+counted in and takes the whole kept history of a queue whose epoch changed.
+:attr:`RedisBroker.epoch` is then the epoch last read, of whichever queue.
+
+What a single-server script looked up in another slot becomes a second call:
+
+* a claim of a name held by another connection reads the holder's liveness from the
+  registry, then claims again stating what it saw (the script refuses to act if the holder
+  changed meanwhile and the broker looks again, at most 5 times); a takeover then sends
+  the notice on the old holder's node channel. An uncontested claim is still one round
+  trip, a contested one three or four.
+* a route reads the holder from the name's slot, then sends on the holder's node channel;
+  ``SPUBLISH`` counting no receiver means the node is gone (not subscribed), so the
+  route fails as it does when the node's key has expired on one server.
+* ``members`` reads the presence hash, then the liveness of the nodes in it (two round
+  trips). Fields of dead nodes are skipped but not deleted, so a node that died without
+  leaving leaves its fields behind: deleting them in a second call could delete the
+  fields of a node (same id) that rejoined between the two.
+* the outbox and the heartbeat send one script per key (each key its own slot),
+  concurrently; the operations on one key stay in order. Re-claiming the names after a
+  reconnect is one call per name, concurrently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -93,9 +152,11 @@ import math
 import random
 import re
 import secrets
+import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeAlias, TypeVar, cast
+from urllib.parse import unquote
 
 import coredis
 import coredis.exceptions
@@ -123,6 +184,8 @@ log = logging.getLogger("trio_ws.broker")
 
 T = TypeVar("T")
 
+_Client: TypeAlias = "coredis.Redis[bytes] | coredis.RedisCluster[bytes]"
+
 # At most this many operations go into one outbox or heartbeat script call, so a script
 # never holds Redis for long (a few milliseconds at worst).
 _BATCH = 500
@@ -138,7 +201,53 @@ _CONNECTION_ERRORS = (
     trio.TooSlowError,
     OSError,
     RuntimeError,  # coredis: a pool that is shutting down
+    coredis.exceptions.ClusterDownError,  # a shard is down (or slots are moving)
+    coredis.exceptions.ClusterError,
+    coredis.exceptions.SentinelError,  # no primary known
 )
+
+_URL_FORMS = (
+    "redis://[[user]:password@]host[:port][/db]",
+    "rediss://... (TLS)",
+    "redis+cluster://[[user]:password@]host:port[,host:port...] (seed nodes of a Redis Cluster)",
+    "redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]",
+)
+
+
+def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The mode a broker URL names (``single``, ``cluster``, ``sentinel``) and its parts."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a Redis URL: {url!r}")
+    if scheme in ("redis", "rediss"):
+        return "single", {}
+    base, _, mode = scheme.partition("+")
+    if base not in ("redis", "rediss") or mode not in ("cluster", "sentinel"):
+        raise ValueError(f"unknown Redis URL scheme {scheme!r}: expected one of {_URL_FORMS}")
+    parts: dict[str, Any] = {"ssl": base == "rediss", "username": None, "password": None}
+    userinfo, at, rest = rest.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        parts["username"] = unquote(user) or None
+        parts["password"] = unquote(password) if colon else None
+    hosts, _, path = rest.partition("/")
+    nodes = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":")
+        if not colon or not name or not port.isdigit():
+            raise ValueError(f"{url!r}: expected host:port, not {host!r}")
+        nodes.append((name.strip("[]"), int(port)))
+    parts["nodes"] = nodes
+    segments = [p for p in path.split("/") if p]
+    if mode == "cluster":
+        if segments not in ([], ["0"]):
+            raise ValueError(f"{url!r}: a Redis Cluster has one database (0)")
+        return "cluster", parts
+    if not segments or len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError(f"{url!r}: expected .../service_name[/db] after the sentinels")
+    parts["service"] = unquote(segments[0])
+    parts["db"] = int(segments[1]) if len(segments) == 2 else 0
+    return "sentinel", parts
 
 
 async def _unsubscribe(pubsub: Any, channels: list[str], _client: object) -> None:
@@ -162,7 +271,12 @@ class RedisBroker(Broker):
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS), as
-            coredis reads it.
+            coredis reads it, for one Redis server;
+            ``redis+cluster://[[user]:password@]host:port[,host:port...]`` for a Redis
+            Cluster (any of its nodes as seeds; ``rediss+cluster://`` for TLS);
+            ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
+            for the primary that Sentinels (the hosts) name for ``service`` (the user and
+            password are the primary's; the Sentinels are asked without them).
         node_id: this node's id, unique in the cluster (no ``/`` or whitespace); a random
             one by default.
         lease_seconds: how long this node's names and liveness outlive its last heartbeat
@@ -200,13 +314,18 @@ class RedisBroker(Broker):
             raise ValueError(
                 f"max_reconnect_seconds must be positive, not {max_reconnect_seconds!r}"
             )
+        self.mode, self._url_parts = _parse_url(url)
+        """``single`` (one server), ``cluster`` (Redis Cluster) or ``sentinel``."""
+        self._cluster = self.mode == "cluster"
+        if self._cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError(f"prefix must not contain '{{' or '}}' on a cluster: {prefix!r}")
         self.url = url
         self.lease_seconds = lease_seconds
         self.operation_timeout = operation_timeout
         self.max_reconnect_seconds = max_reconnect_seconds
         self.prefix = prefix
         self._state = BrokerState.CONNECTING
-        self._client: coredis.Redis[bytes] | None = None
+        self._client: _Client | None = None
         self._pubsub: Any = None
         self._session_scope: trio.CancelScope | None = None
         self._up = trio.Event()
@@ -222,6 +341,8 @@ class RedisBroker(Broker):
         published before the node listened)."""
         self._progress: dict[str, trio.Event] = {}
         """Per queue: set when ``_last`` moves (for :meth:`replay` waiting on it)."""
+        self._epochs: dict[str, str] = {}
+        """Per listened queue: the epoch its ``_last`` counts in."""
         self._held: dict[str, list[Message]] | None = None
         """While catching up after a reconnect: live messages waiting per queue."""
         self._names: dict[str, tuple[str, str]] = {}
@@ -245,9 +366,9 @@ class RedisBroker(Broker):
         self._scripts = {
             name: Script[bytes](script=source)
             for name, source in (
-                ("publish", scripts.PUBLISH),
+                ("publish", scripts.sharded(scripts.PUBLISH) if self._cluster else scripts.PUBLISH),
                 ("replay", scripts.REPLAY),
-                ("retract", scripts.RETRACT),
+                ("retract", scripts.sharded(scripts.RETRACT) if self._cluster else scripts.RETRACT),
                 ("claim", scripts.CLAIM),
                 ("route", scripts.ROUTE),
                 ("batch", scripts.BATCH_OPS),
@@ -257,6 +378,17 @@ class RedisBroker(Broker):
                 ("leave", scripts.LEAVE),
                 ("members", scripts.MEMBERS),
                 ("nodes", scripts.NODES),
+                ("c_claim", scripts.C_CLAIM),
+                ("c_reclaim", scripts.C_RECLAIM),
+                ("c_route", scripts.C_ROUTE),
+                ("c_send", scripts.C_SEND),
+                ("c_op", scripts.C_OP),
+                ("c_renew", scripts.C_RENEW),
+                ("c_heartbeat", scripts.C_HEARTBEAT),
+                ("c_leave", scripts.C_LEAVE),
+                ("c_nodes", scripts.C_NODES),
+                ("c_alive", scripts.C_ALIVE),
+                ("c_members", scripts.C_MEMBERS),
             )
         }
 
@@ -265,14 +397,40 @@ class RedisBroker(Broker):
 
     # ------------------------------------------------------------------ keys
 
+    # On a cluster every key of a queue carries the hash tag {q:<queue>}, a name's key
+    # {name:<key>}, a node's channel {to:<node id>}; the node registry is {nodes}.
+
     def _queue_channel(self, queue: str) -> str:
-        return f"{self.prefix}:q:{queue}"
+        return f"{self.prefix}:{{q:{queue}}}" if self._cluster else f"{self.prefix}:q:{queue}"
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        """The queue's seq, log and epoch keys."""
+        if self._cluster:
+            tagged = f"{self.prefix}:{{q:{queue}}}"
+            return [f"{tagged}:seq", f"{tagged}:log", f"{tagged}:epoch"]
+        q = f"{self.prefix}:q:{queue}"
+        return [f"{q}:seq", f"{q}:log", f"{self.prefix}:epoch"]
+
+    def _presence_key(self, queue: str) -> str:
+        if self._cluster:
+            return f"{self.prefix}:{{q:{queue}}}:presence"
+        return f"{self.prefix}:presence:{queue}"
 
     def _name_key(self, name: str) -> str:
-        return f"{self.prefix}:name:{name_key(name)}"
+        return self._key_of_name(name_key(name))
+
+    def _key_of_name(self, key: str) -> str:
+        if self._cluster:
+            return f"{self.prefix}:{{name:{key}}}"
+        return f"{self.prefix}:name:{key}"
 
     def _node_channel(self, node_id: str) -> str:
+        if self._cluster:
+            return f"{self.prefix}:{{to:{node_id}}}"
         return f"{self.prefix}:to:{node_id}"
+
+    def _registry(self) -> str:
+        return f"{self.prefix}:{{nodes}}"
 
     # ------------------------------------------------------------------ lifetime
 
@@ -338,22 +496,80 @@ class RedisBroker(Broker):
                 attempt += 1
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
 
-    async def _session(self, first: trio.Event) -> None:
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            self.url,
-            retry_policy=NoRetryPolicy(),
-            stream_timeout=self.operation_timeout,
-            connect_timeout=self.operation_timeout,
-            pool_timeout=self.operation_timeout,
-            client_name=f"{self.prefix}:{self.node_id}",  # CLIENT LIST shows the node
-        )
-        with trio.CancelScope() as self._session_scope:
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[tuple[_Client, Any]]:
+        """A connected client for the URL's mode, and its pub/sub (sharded on a cluster)."""
+        timeouts: dict[str, Any] = {
+            "retry_policy": NoRetryPolicy(),
+            "stream_timeout": self.operation_timeout,
+            "connect_timeout": self.operation_timeout,
+            "pool_timeout": self.operation_timeout,
+        }
+        pubsub_options: dict[str, Any] = {
+            "ignore_subscribe_messages": True,
+            "retry_policy": NoRetryPolicy(),
+            "subscription_timeout": self.operation_timeout,
+        }
+        parts = self._url_parts
+        credentials: dict[str, Any] = {
+            "username": parts.get("username"),
+            "password": parts.get("password"),
+        }
+        if self.mode == "single":
+            client: Any = coredis.Redis.from_url(
+                self.url,
+                client_name=f"{self.prefix}:{self.node_id}",  # CLIENT LIST shows the node
+                **timeouts,
+            )
             async with client:
-                pubsub = client.pubsub(
-                    ignore_subscribe_messages=True,
-                    retry_policy=NoRetryPolicy(),
-                    subscription_timeout=self.operation_timeout,
+                yield client, client.pubsub(**pubsub_options)
+        elif self.mode == "cluster":
+            seeds: list[Any] = [
+                coredis.connection.TCPLocation(host, port) for host, port in parts["nodes"]
+            ]
+            client = coredis.RedisCluster(
+                startup_nodes=seeds,
+                ssl=parts["ssl"],
+                **credentials,
+                **timeouts,
+            )
+            async with client:
+                yield (
+                    client,
+                    client.sharded_pubsub(
+                        **pubsub_options, max_idle_seconds=max(1.0, self.lease_seconds / 3)
+                    ),
                 )
+        else:
+            # TLS (rediss+sentinel://) to the Sentinels and the primary alike.
+            tls: dict[str, Any] = {}
+            if parts["ssl"]:
+                tls["ssl_context"] = ssl.create_default_context()
+            sentinel: Any = coredis.Sentinel(
+                [coredis.connection.TCPLocation(host, port) for host, port in parts["nodes"]],
+                sentinel_kwargs={
+                    "connect_timeout": self.operation_timeout,
+                    "stream_timeout": self.operation_timeout,
+                    **tls,
+                },
+                retry_policy=NoRetryPolicy(),
+                stream_timeout=self.operation_timeout,
+                connect_timeout=self.operation_timeout,
+            )
+            async with sentinel:
+                client = sentinel.primary_for(
+                    parts["service"],
+                    db=parts["db"],
+                    **tls,
+                    client_name=f"{self.prefix}:{self.node_id}",
+                    **credentials,
+                )
+                async with client:
+                    yield client, client.pubsub(**pubsub_options)
+
+    async def _session(self, first: trio.Event) -> None:
+        with trio.CancelScope() as self._session_scope:
+            async with self._connect() as (client, pubsub):
                 async with pubsub, trio.open_nursery() as nursery:
                     with trio.fail_after(2 * self.operation_timeout):
                         await self._setup(client, pubsub, nursery)
@@ -364,33 +580,39 @@ class RedisBroker(Broker):
                     self._state = BrokerState.UP
                     self._up.set()
                     first.set()
-                    log.info("%s: connected to Redis (epoch %s)", self.node_id, self.epoch)
+                    if self._cluster:  # the epochs are per queue
+                        log.info("%s: connected to the Redis Cluster", self.node_id)
+                    else:
+                        log.info("%s: connected to Redis (epoch %s)", self.node_id, self.epoch)
                     await self._catch_up(client)
         raise _Lost("the session was ended")
 
-    async def _setup(
-        self, client: coredis.Redis[bytes], pubsub: Any, nursery: trio.Nursery
-    ) -> None:
+    async def _setup(self, client: _Client, pubsub: Any, nursery: trio.Nursery) -> None:
         sent = trio.current_time()
-        joined = await self._op(
-            "join",
-            (),
-            [
-                self.prefix,
-                self.node_id,
-                self._report_value(),
-                self._lease_ms(),
-                secrets.token_hex(6),
-            ],
-        )(client)
-        raw_epoch, seconds, micros = cast(list[Any], joined)
-        self._clock(sent, seconds, micros)
-        epoch = cast(bytes, raw_epoch).decode()
-        if self.epoch is not None and epoch != self.epoch:
-            log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
-            self._last.clear()  # numbering starts again
-            self._reset.update(self._listening)  # their subscribers are told (on_reset)
-        self.epoch = epoch
+        if self._cluster:  # the registry; the epoch is per queue (read with its replay)
+            report = [self.node_id, self._report_value(), self._lease_ms()]
+            clock = await self._op("c_heartbeat", [self._registry()], report)(client)
+            self._clock(sent, *cast(list[Any], clock))
+        else:
+            joined = await self._op(
+                "join",
+                (),
+                [
+                    self.prefix,
+                    self.node_id,
+                    self._report_value(),
+                    self._lease_ms(),
+                    secrets.token_hex(6),
+                ],
+            )(client)
+            raw_epoch, seconds, micros = cast(list[Any], joined)
+            self._clock(sent, seconds, micros)
+            epoch = cast(bytes, raw_epoch).decode()
+            if self.epoch is not None and epoch != self.epoch:
+                log.warning("%s: Redis lost its data; new epoch %s", self.node_id, epoch)
+                self._last.clear()  # numbering starts again
+                self._reset.update(self._listening)  # their subscribers are told (on_reset)
+            self.epoch = epoch
         nursery.start_soon(self._read, pubsub)
         channels = [self._node_channel(self.node_id)]
         channels += [self._queue_channel(q) for q in self._listening]
@@ -401,19 +623,77 @@ class RedisBroker(Broker):
         items = list(self._names.items())
         for start in range(0, len(items), _BATCH):
             chunk = items[start : start + _BATCH]
-            args: list[str | int] = [self.prefix, self._lease_ms()]
-            for key, (name, owner) in chunk:
-                args += [f"{self.prefix}:name:{key}", f"{owner}\n{name}"]
-            lost = await self._op("reclaim", (), args)(client)
-            for index in cast(list[int], lost):
-                key, (name, owner) = chunk[int(index) - 1]
+            if self._cluster:  # one name per slot: one call each, concurrently
+                kept = await self._each(
+                    [functools.partial(self._reclaim, k, n, o) for k, (n, o) in chunk], client
+                )
+                lost = [i for i, held in enumerate(kept) if not held]
+            else:
+                args: list[str | int] = [self.prefix, self._lease_ms()]
+                for key, (name, owner) in chunk:
+                    args += [self._key_of_name(key), f"{owner}\n{name}"]
+                lost = [int(i) - 1 for i in await self._op("reclaim", (), args)(client)]
+            for index in lost:
+                key, (name, owner) = chunk[index]
                 self._names.pop(key, None)
                 self._callback(self.on_displaced, name, owner)
         for queue, name in self._presence:
             self._post_presence(queue, name)
         self._outbox_ready.set()
 
-    async def _catch_up(self, client: coredis.Redis[bytes]) -> None:
+    async def _reclaim(self, key: str, name: str, owner: str, client: _Client) -> bool:
+        """Hold a name again after a reconnect (cluster): whether it is still ours."""
+        expected, alive = "", "1"
+        for _attempt in range(5):
+            args = [f"{owner}\n{name}", self._lease_ms(), expected, alive]
+            result = await self._op("c_reclaim", [self._key_of_name(key)], args)(client)
+            if isinstance(result, int):
+                return bool(result)
+            expected = cast(bytes, result).decode()
+            alive = "1" if await self._holder_alive(expected, client) else "0"
+        return False
+
+    async def _holder_alive(self, owner: str, client: _Client) -> bool:
+        node = owner.rpartition("/")[0]
+        if node == self.node_id:
+            return True
+        result = await self._op("c_alive", [self._registry()], [node])(client)
+        return bool(int(cast(list[Any], result)[0]))
+
+    async def _each(
+        self, calls: Sequence[Callable[[_Client], Awaitable[T]]], client: _Client
+    ) -> list[T]:
+        """Run ``calls`` concurrently (each to its own slot's shard); their results in order.
+
+        The first failure is raised as itself (not in a group), as :meth:`_call` expects.
+        """
+        results: list[Any] = [None] * len(calls)
+
+        async def one(index: int, call: Callable[[_Client], Awaitable[T]]) -> None:
+            results[index] = await call(client)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for index, call in enumerate(calls):
+                    nursery.start_soon(one, index, call)
+        except BaseExceptionGroup as group:
+            leaves: list[BaseException] = []
+
+            def flatten(exc: BaseException) -> None:
+                if isinstance(exc, BaseExceptionGroup):
+                    for inner in exc.exceptions:
+                        flatten(inner)
+                else:
+                    leaves.append(exc)
+
+            flatten(group)
+            errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+            if errors:
+                raise errors[0] from None
+            raise
+        return results
+
+    async def _catch_up(self, client: _Client) -> None:
         """Hand each listened queue what was published while this node was away and is
         still kept, then the live messages that arrived meanwhile, in seq order.
 
@@ -423,16 +703,23 @@ class RedisBroker(Broker):
         try:
             for queue in list(held):
                 if queue in self._listening:
-                    if queue in self._reset:
+                    told = queue in self._reset  # the whole store's epoch changed
+                    if told:
                         self._reset.discard(queue)
                         self._callback(self.on_reset, queue, self.epoch)
                     since = self._last.get(queue, 0)
+                    epoch = self._epochs.get(queue)
                     replay = await self._call(
                         functools.partial(
-                            self._replay, queue=queue, since=since, epoch=self.epoch, ttl=None
+                            self._replay, queue=queue, since=since, epoch=epoch, ttl=None
                         ),
                         client,
                     )
+                    if replay.epoch != epoch:  # the queue's history was lost: all is new
+                        self._last.pop(queue, None)
+                        self._epochs[queue] = replay.epoch
+                        if epoch is not None and not told:  # (one shard of a cluster)
+                            self._callback(self.on_reset, queue, replay.epoch)
                     for message in replay.messages:
                         self._deliver(queue, message)
                     self._advance(queue, replay.seq)  # what is not kept is not coming
@@ -455,15 +742,21 @@ class RedisBroker(Broker):
             self._presence.clear()
             self._names.clear()
             for start in range(0, len(ops), _BATCH):
-                await self._op("batch", (), self._batch_args(ops[start : start + _BATCH]))(client)
-            await self._op("leave", (), [self.prefix, self.node_id])(client)
+                await self._run_ops(ops[start : start + _BATCH], client)
+            if self._cluster:
+                await self._op("c_leave", [self._registry()], [self.node_id])(client)
+            else:
+                await self._op("leave", (), [self.prefix, self.node_id])(client)
         except Exception as exc:
             log.info("%s: could not leave the cluster cleanly: %r", self.node_id, exc)
 
-    async def _heartbeat(self, client: coredis.Redis[bytes]) -> None:
+    async def _heartbeat(self, client: _Client) -> None:
         interval = self.lease_seconds / 3
         while True:
             await trio.sleep(interval)
+            if self._cluster:
+                await self._heartbeat_cluster(client)
+                continue
             keys = [f"{self.prefix}:name:{key}" for key in self._names]
             for start in range(0, max(len(keys), 1), _BATCH):
                 args = [self.prefix, self.node_id, self._report_value(), self._lease_ms()]
@@ -472,6 +765,18 @@ class RedisBroker(Broker):
                     self._op("heartbeat", (), args + keys[start : start + _BATCH]), client
                 )
                 self._clock(sent, *cast(list[Any], clock))
+
+    async def _heartbeat_cluster(self, client: _Client) -> None:
+        """The node's entry in the registry, then its names (concurrently, per slot)."""
+        args = [self.node_id, self._report_value(), self._lease_ms()]
+        sent = trio.current_time()
+        clock = await self._call(self._op("c_heartbeat", [self._registry()], args), client)
+        self._clock(sent, *cast(list[Any], clock))
+        keys = [self._key_of_name(key) for key in self._names]
+        renew = [self.node_id, self._lease_ms()]
+        for start in range(0, len(keys), _BATCH):
+            calls = [self._op("c_renew", [key], renew) for key in keys[start : start + _BATCH]]
+            await self._call(functools.partial(self._each, calls), client)
 
     def _clock(self, sent: float, seconds: Any, micros: Any) -> None:
         """Learn how Redis's clock (``TIME``) relates to ours, from a call sent at ``sent``."""
@@ -525,8 +830,8 @@ class RedisBroker(Broker):
 
     async def _call(
         self,
-        operation: Callable[[coredis.Redis[bytes]], Awaitable[T]],
-        client: coredis.Redis[bytes] | None = None,
+        operation: Callable[[_Client], Awaitable[T]],
+        client: _Client | None = None,
     ) -> T:
         """Run one Redis operation within ``operation_timeout``, counting it.
 
@@ -545,14 +850,14 @@ class RedisBroker(Broker):
         try:
             with trio.fail_after(self.operation_timeout):
                 result = await operation(client)
-        except coredis.exceptions.ResponseError as exc:
-            self._errors += 1
-            raise BrokerError(f"Redis refused an operation: {exc}") from exc
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECTION_ERRORS as exc:  # before ResponseError: a cluster that is down
             self._errors += 1
             if session is not None and session is self._session_scope:
                 self._lost(exc)
             raise BrokerUnavailable from exc
+        except coredis.exceptions.ResponseError as exc:
+            self._errors += 1
+            raise BrokerError(f"Redis refused an operation: {exc}") from exc
         self._round_trips += 1
         self._latencies.append(trio.current_time() - start)
         return result
@@ -578,19 +883,20 @@ class RedisBroker(Broker):
 
     def _op(
         self, name: str, keys: Sequence[str] = (), args: Sequence[Any] = ()
-    ) -> Callable[[coredis.Redis[bytes]], Awaitable[Any]]:
+    ) -> Callable[[_Client], Awaitable[Any]]:
         """A call of one of the scripts, for :meth:`_call` (or to await with a client)."""
         script = self._scripts[name]
 
-        async def call(client: coredis.Redis[bytes]) -> Any:
-            # EVALSHA, loading the script when Redis does not know it (a restarted Redis).
+        async def call(client: _Client) -> Any:
+            # EVALSHA, with EVAL when Redis does not know the script (a restarted Redis).
             # Plain EVALSHA rather than coredis's Script wrapper: a third of the client's
             # work per call, measured.
             try:
                 return await client.evalsha(script.sha, keys=keys, args=args)
             except coredis.exceptions.NoScriptError:
-                await client.script_load(script.script)
-                return await client.evalsha(script.sha, keys=keys, args=args)
+                # EVAL runs it on the node of its keys and leaves it in that node's cache
+                # (SCRIPT LOAD has no key, so a cluster client would not know the node).
+                return await client.eval(script.script, keys=keys, args=args)
 
         return call
 
@@ -604,18 +910,21 @@ class RedisBroker(Broker):
     # ------------------------------------------------------------------ receiving
 
     async def _read(self, pubsub: Any) -> None:
-        queue_prefix = f"{self.prefix}:q:".encode()
+        # A queue's channel: P:q:<queue>, or P:{q:<queue>} on a cluster.
+        queue_prefix = f"{self.prefix}:{{q:" if self._cluster else f"{self.prefix}:q:"
+        start, end = len(queue_prefix), -1 if self._cluster else None
+        queue_head = queue_prefix.encode()
         node_channel = self._node_channel(self.node_id).encode()
         while True:
             message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
+            if message is None or message["type"] not in ("message", "smessage"):
                 continue
             channel: bytes = message["channel"]
             data: bytes = message["data"]
             if channel == node_channel:
                 self._on_node_message(data)
-            elif channel.startswith(queue_prefix):
-                queue = channel[len(queue_prefix) :].decode()
+            elif channel.startswith(queue_head):
+                queue = channel[start:end].decode()
                 if queue not in self._listening:
                     continue  # unlistened meanwhile
                 if data[:1] == b"m":
@@ -688,19 +997,43 @@ class RedisBroker(Broker):
     # ------------------------------------------------------------------ the outbox
 
     def _batch_args(self, ops: Sequence[tuple[str, str, str]]) -> list[str | int]:
+        """The operations as (op, key, a, b) quadruples after their number (BATCH_OPS)."""
         args: list[str | int] = [len(ops)]
         for op, a, b in ops:
             if op == "r":
-                args += ["r", f"{self.prefix}:name:{a}", b, ""]
+                args += ["r", self._key_of_name(a), b, ""]
             elif op == "p":
                 self._presence_dirty.discard((a, b))
                 count = self._presence.get((a, b), 0)
-                args += ["p", f"{self.prefix}:presence:{a}", f"{self.node_id}\n{b}", count]
+                args += ["p", self._presence_key(a), f"{self.node_id}\n{b}", count]
             else:
                 args += ["P", a, "", b]
         return args
 
-    async def _send_outbox(self, client: coredis.Redis[bytes], pubsub: Any) -> None:
+    async def _run_ops(self, ops: Sequence[tuple[str, str, str]], client: _Client) -> None:
+        """Carry out outbox operations: one script call on one server; on a cluster one
+        call per key (each in its own slot), concurrently, in order for each key."""
+        args = self._batch_args(ops)
+        if not self._cluster:
+            await self._op("batch", (), args)(client)
+            return
+        per_key: dict[str, list[list[str | int]]] = {}
+        for i in range(len(ops)):
+            op, key, a, b = args[1 + 4 * i : 5 + 4 * i]
+            per_key.setdefault(str(key), []).append([op, a, b])
+
+        def in_order(
+            key: str, calls: list[list[str | int]]
+        ) -> Callable[[_Client], Awaitable[None]]:
+            async def run(c: _Client) -> None:
+                for call in calls:
+                    await self._op("c_op", [key], call)(c)
+
+            return run
+
+        await self._each([in_order(k, calls) for k, calls in per_key.items()], client)
+
+    async def _send_outbox(self, client: _Client, pubsub: Any) -> None:
         outbox = self._outbox
         while True:
             await self._outbox_ready.wait()
@@ -710,8 +1043,7 @@ class RedisBroker(Broker):
                 unlisten = [a for op, a, _b in ops if op == "u"]
                 script_ops = [o for o in ops if o[0] != "u"]
                 if script_ops:
-                    args = self._batch_args(script_ops)
-                    await self._call(self._op("batch", (), args), client)
+                    await self._call(functools.partial(self._run_ops, script_ops), client)
                 channels = [self._queue_channel(q) for q in unlisten if q not in self._listening]
                 if channels:
                     await self._call(functools.partial(_unsubscribe, pubsub, channels), client)
@@ -747,11 +1079,7 @@ class RedisBroker(Broker):
             secrets.token_hex(6),
             self._deadline(),
         ]
-        keys = [
-            f"{self.prefix}:q:{queue}:seq",
-            f"{self.prefix}:q:{queue}:log",
-            f"{self.prefix}:epoch",
-        ]
+        keys = self._queue_keys(queue)
         seq = await self._call(self._op("publish", keys, args))
         return int(self._in_time(seq))
 
@@ -766,17 +1094,13 @@ class RedisBroker(Broker):
 
     async def _replay(
         self,
-        client: coredis.Redis[bytes],
+        client: _Client,
         queue: str,
         since: int | None,
         epoch: str | None,
         ttl: float | None,
     ) -> Replay:
-        keys = [
-            f"{self.prefix}:q:{queue}:seq",
-            f"{self.prefix}:q:{queue}:log",
-            f"{self.prefix}:epoch",
-        ]
+        keys = self._queue_keys(queue)
         args = ["" if since is None else since, epoch or "", secrets.token_hex(6)]
         result = await self._op("replay", keys, args)(client)
         raw_epoch, seq, raw_now, effective, entries = cast(list[Any], result)
@@ -799,7 +1123,7 @@ class RedisBroker(Broker):
         return Replay(seq, current, gap, messages)
 
     async def retract(self, queue: str, key: str) -> int:
-        keys = [f"{self.prefix}:q:{queue}:log"]
+        keys = [self._queue_keys(queue)[1]]
         args = [key, self._queue_channel(queue), self._deadline()]
         count = await self._call(self._op("retract", keys, args))
         return int(self._in_time(count))
@@ -824,6 +1148,7 @@ class RedisBroker(Broker):
             await self._call(lambda _c: pubsub.subscribe(self._queue_channel(queue)))
             # Everything after the seq read now will come through the subscription.
             now = await self._call(lambda c: self._replay(c, queue, None, None, None))
+            self._epochs[queue] = now.epoch
             self._advance(queue, now.seq)
         except BaseException:
             if self._listening.get(queue) is event:
@@ -835,12 +1160,15 @@ class RedisBroker(Broker):
     def unlisten(self, queue: str) -> None:
         if self._listening.pop(queue, None) is not None:
             self._last.pop(queue, None)
+            self._epochs.pop(queue, None)
             if self._state is BrokerState.UP:
                 self._post("u", queue, "")
 
     # ------------------------------------------------------------------ names and routing
 
     async def claim(self, name: str, owner: str, *, takeover: bool = False) -> Claim:
+        if self._cluster:
+            return await self._claim_cluster(name, owner, takeover)
         key = name_key(name)
         args = [
             self.prefix,
@@ -862,6 +1190,46 @@ class RedisBroker(Broker):
             return Claim(False, held, spelling)
         self._names[key] = (name, owner)
         return Claim(True, held, spelling)
+
+    async def _claim_cluster(self, name: str, owner: str, takeover: bool) -> Claim:
+        """:meth:`claim` on a cluster: the name's slot holds no liveness, so a name held on
+        another connection costs a look at the holder's node (the registry's slot) and a
+        second call; a takeover's notice goes to the old holder's node channel after."""
+        key = name_key(name)
+        expected, alive = "", "1"
+        for _attempt in range(5):
+            args = [
+                owner,
+                name,
+                self._lease_ms(),
+                "1" if takeover else "0",
+                self._released.get(key, ""),
+                self._deadline(),
+                expected,
+                alive,
+            ]
+            result = await self._call(self._op("c_claim", [self._key_of_name(key)], args))
+            answer = cast(list[Any], self._in_time(result))
+            status = int(answer[0])
+            held = answer[1].decode() if isinstance(answer[1], bytes) else None
+            spelling = answer[2].decode() if len(answer) > 2 and answer[2] else None
+            if status == -1:
+                assert held is not None
+                expected = held
+                live = await self._call(functools.partial(self._holder_alive, held))
+                alive = "1" if live else "0"
+                continue
+            if not status:
+                return Claim(False, held, spelling)
+            self._names[key] = (name, owner)
+            node = held.rpartition("/")[0] if held is not None else None
+            if held is not None and spelling is not None and node != self.node_id:
+                assert node is not None
+                notice = [0, f"d{held}\n{spelling}"]
+                await self._call(self._op("c_send", [self._node_channel(node)], notice))
+            return Claim(True, held, spelling)
+        self._errors += 1
+        raise BrokerUnavailable("the name kept changing hands; try again")
 
     def release(self, name: str, owner: str) -> None:
         key = name_key(name)
@@ -889,13 +1257,36 @@ class RedisBroker(Broker):
         waiter: list[Any] = [trio.Event(), False]
         self._routes[request] = waiter
         try:
-            result = self._in_time(await self._call(self._op("route", keys, args)))
-            status = int(cast(list[Any], result)[0])
-            if status == 0:
-                return False
-            held_name = cast(list[Any], result)[1].decode()
-            if status == 2:  # held on this node
-                return bool(self._callback(self.on_routed, held_name, payload))
+            if self._cluster:  # the name's slot, then the holder's node channel's slot
+                found = self._in_time(
+                    await self._call(self._op("c_route", keys, [self._deadline()]))
+                )
+                if not found:
+                    return False
+                owner, held_name = (v.decode() for v in cast(list[bytes], found))
+                node = owner.rpartition("/")[0]
+                if node == self.node_id:
+                    return bool(self._callback(self.on_routed, held_name, payload))
+                message = (
+                    f"r{request} {self.node_id} {kind} {len(held_name.encode())}\n".encode()
+                    + held_name.encode()
+                    + data
+                )
+                sent = self._in_time(
+                    await self._call(
+                        self._op("c_send", [self._node_channel(node)], [self._deadline(), message])
+                    )
+                )
+                if not int(sent):
+                    return False
+            else:
+                result = self._in_time(await self._call(self._op("route", keys, args)))
+                status = int(cast(list[Any], result)[0])
+                if status == 0:
+                    return False
+                held_name = cast(list[Any], result)[1].decode()
+                if status == 2:  # held on this node
+                    return bool(self._callback(self.on_routed, held_name, payload))
             with trio.move_on_after(self.operation_timeout) as scope:
                 await waiter[0].wait()
             if scope.cancelled_caught or (self._state is not BrokerState.UP and not waiter[1]):
@@ -916,12 +1307,24 @@ class RedisBroker(Broker):
         self._post_presence(queue, name)
 
     async def members(self, queue: str) -> list[str]:
-        keys = [f"{self.prefix}:presence:{queue}"]
+        keys = [self._presence_key(queue)]
+        if self._cluster:  # the queue's slot, then the registry's for the nodes' liveness
+            flat = cast(list[bytes], await self._call(self._op("c_members", keys)))
+            pairs = [(n.decode(), m.decode()) for n, m in zip(flat[::2], flat[1::2], strict=True)]
+            nodes = sorted({node for node, _ in pairs})
+            if not nodes:
+                return []
+            alive = await self._call(self._op("c_alive", [self._registry()], nodes))
+            live = {n for n, a in zip(nodes, cast(list[Any], alive), strict=True) if int(a)}
+            return sorted({name for node, name in pairs if node in live})
         result = await self._call(self._op("members", keys, [self.prefix]))
         return sorted({cast(bytes, n).decode() for n in cast(list[Any], result)})
 
     async def nodes(self) -> list[NodeInfo]:
-        result = await self._call(self._op("nodes", (), [self.prefix]))
+        if self._cluster:
+            result = await self._call(self._op("c_nodes", [self._registry()]))
+        else:
+            result = await self._call(self._op("nodes", (), [self.prefix]))
         flat = cast(list[bytes], result)
         nodes = []
         for node_id, value in zip(flat[::2], flat[1::2], strict=True):
