@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "--broker",
         default="memory",
         help="where queues, presence and names live: 'memory' (this process; the default) "
-        "or a Redis URL, redis://host:port/db (rediss:// for TLS) shared by the nodes",
+        "or a Redis URL shared by the nodes: redis://host:port/db (rediss:// for TLS), "
+        "redis+cluster://host:port,host:port, redis+sentinel://host:port/service",
     )
     parser.add_argument(
         "--workers",
