@@ -290,12 +290,6 @@ async def test_churn_leaves_nothing_behind(server: str, compression: bool) -> No
         assert after["rss"] - before["rss_trimmed"] < RSS_TOLERANCE, (before, after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deflate connections leave the server's RSS 20-90 MiB higher (glibc keeps the"
-    " freed zlib state of closed connections; malloc_trim gives it back, so nothing is"
-    " leaked, but the system does not get the memory back by itself)",
-)
 async def test_churn_with_deflate_gives_memory_back_untrimmed(server: str) -> None:
     with trio.fail_after(60):
         await churn(server, WARMUP, start=0, compression=True)

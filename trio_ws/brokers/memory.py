@@ -30,9 +30,20 @@ __all__ = ["MemoryBroker", "MemoryStore"]
 class MemoryStore:
     """The state shared by the :class:`MemoryBroker` nodes of one process."""
 
-    def __init__(self, *, max_history_bytes: int | None = 64 << 20) -> None:
+    def __init__(
+        self, *, max_history_bytes: int | None = 64 << 20, max_histories: int = 10_000
+    ) -> None:
         if max_history_bytes is not None and max_history_bytes <= 0:
             raise ValueError(f"max_history_bytes must be positive, not {max_history_bytes}")
+        if max_histories < 1:
+            raise ValueError(f"max_histories must be at least 1, not {max_histories}")
+        self.max_histories = max_histories
+        """Queues whose history is kept; past it the one published to least recently that
+        no node listens to is forgotten (a later ``since`` for it counts as 0: its history
+        comes back under a new epoch)."""
+        self.epochs: dict[str, str] = {}
+        """Each kept history's epoch: the store's, and which history of that name it is."""
+        self._made = 0
         self.max_history_bytes = max_history_bytes
         """Bytes all queues' kept histories may hold together; a publish over it evicts the
         oldest messages of its own queue first."""
@@ -42,7 +53,8 @@ class MemoryStore:
         evicted by their queue's own limits, pruned when they are half of it)."""
         self._kept = 0
         self.epoch = secrets.token_hex(6)
-        """The history epoch: new for every store (a process restart loses the history)."""
+        """The store's epoch: new for every store (a process restart loses the history);
+        each queue's history epoch starts with it."""
         self.histories: dict[str, History] = {}
         self.listeners: dict[str, dict[MemoryBroker, None]] = {}
         self.names: dict[str, tuple[str, str]] = {}
@@ -52,12 +64,19 @@ class MemoryStore:
         """queue -> node id -> name -> local subscribers of that name."""
 
     def history(self, queue: str, options: QueueOptions) -> History:
-        history = self.histories.get(queue)
-        if history is None:
-            history = self.histories[queue] = History(
+        histories = self.histories
+        history = histories.pop(queue, None)
+        if history is not None:
+            histories[queue] = history  # the most recently used last
+        else:
+            if len(histories) >= self.max_histories:
+                self._forget_one()
+            history = histories[queue] = History(
                 options.history, ttl=options.ttl, max_bytes=options.max_history_bytes
             )
-        elif (history.size, history.ttl, history.max_bytes) != (
+            self._made += 1
+            self.epochs[queue] = f"{self.epoch}-{self._made}"
+        if (history.size, history.ttl, history.max_bytes) != (
             options.history,
             options.ttl,
             options.max_history_bytes,
@@ -66,6 +85,20 @@ class MemoryStore:
             history.ttl = options.ttl
             history.max_bytes = options.max_history_bytes
         return history
+
+    def _forget_one(self) -> None:
+        for name, history in self.histories.items():  # least recently used first
+            if not self.listeners.get(name):
+                del self.histories[name]
+                del self.epochs[name]
+                self.history_bytes -= history.bytes
+                self._kept -= len(history.kept)
+                history.kept.clear()
+                history.bytes = 0
+                return
+
+    def epoch_of(self, queue: str) -> str:
+        return self.epochs.get(queue, self.epoch)
 
     def append(self, history: History, message: Message) -> None:
         """Keep ``message`` within the queue's budgets and the store's: over the store's,
@@ -198,13 +231,14 @@ class MemoryBroker(Broker):
     ) -> Replay:
         store = self.store
         history = store.history(queue, options)
+        current = store.epoch_of(queue)
         if since is None:
-            return Replay(history.seq, store.epoch)
-        if epoch is not None and epoch != store.epoch:
+            return Replay(history.seq, current)
+        if epoch is not None and epoch != current:
             since = 0  # numbers from another epoch mean nothing here
         now = trio.current_time() if history.ttl is not None else 0.0
         gap, messages = history.replay(since, now)
-        return Replay(history.seq, store.epoch, gap, messages)
+        return Replay(history.seq, current, gap, messages)
 
     async def retract(self, queue: str, key: str) -> int:
         history = self.store.histories.get(queue)
