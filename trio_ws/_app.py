@@ -133,6 +133,7 @@ class App:
         broker.on_message = self.hub._on_message
         broker.on_retract = self.hub._on_retract
         broker.on_reset = self.hub._on_reset
+        broker.on_gap = self.hub._on_gap
         self.clients._broker = broker
         broker.on_routed = self.clients._on_routed
         broker.on_displaced = self.sessions.displaced

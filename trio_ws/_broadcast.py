@@ -38,7 +38,7 @@ import attrs
 import trio
 
 from ._connection import WebSocketConnection, dumps
-from ._delivery import DeliveryEngine, notice_frame
+from ._delivery import DeliveryEngine, LostMessages, notice_frame
 from ._limits import RateLimiter
 from ._queue_model import (
     Gap,
@@ -252,7 +252,9 @@ class QueueChannel(trio.abc.ReceiveChannel[QueueItem]):
             if taken:
                 name = self._queue.name
                 for item in taken:
-                    if type(item) is Message:
+                    if type(item) is LostMessages:
+                        items.append(QueueGap(name, item.first, item.seq))
+                    elif type(item) is Message:
                         payload = bytes(item.payload)
                         data: str | bytes = payload.decode() if item.opcode == 1 else payload
                         items.append(QueueMessage(name, item.seq, data))
@@ -304,6 +306,7 @@ class BroadcastHub:
         self.broker.on_message = self._on_message
         self.broker.on_retract = self._on_retract
         self.broker.on_reset = self._on_reset
+        self.broker.on_gap = self._on_gap
         self.max_subscriber_buffer = max_subscriber_buffer
         self.max_subscriber_bytes = max_subscriber_bytes
         self.max_queues = max_queues
@@ -438,6 +441,11 @@ class BroadcastHub:
             for message in lane.messages:
                 if message.key == key:
                     message.retracted = True
+
+    def _on_gap(self, name: str, first: int, last: int) -> None:
+        """Messages ``first`` .. ``last`` of a queue will never reach this node: its
+        subscribers get a ``gap`` for them, in the stream's order."""
+        self._on_message(name, LostMessages(name, first, last))
 
     def _on_reset(self, name: str, epoch: str) -> None:
         """The queue's history started again: every local subscriber gets a ``subscribed``

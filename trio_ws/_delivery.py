@@ -54,7 +54,7 @@ from .protocol._frames import Opcode, encode_frame
 if TYPE_CHECKING:
     from ._broadcast import BroadcastQueue
 
-__all__ = ["DeliveryEngine", "notice_frame"]
+__all__ = ["DeliveryEngine", "LostMessages", "notice_frame"]
 
 log = logging.getLogger("trio_ws.broadcast")
 
@@ -63,6 +63,22 @@ _TEXT = Opcode.TEXT
 # bytes (and at least one message): the rest waits in its buffer as shared messages, not
 # as a joined copy per subscriber.
 _ROUND_BYTES = 256 << 10
+
+
+class LostMessages(Message):
+    """A ``gap`` notice travelling in a queue's live stream, numbered by the last seq it
+    reports: messages ``first`` .. ``seq`` will never come (the broker lost them while this
+    node was away). It takes the place of those messages in every buffer and write, so it
+    reaches each subscriber in order, and dropping it from a full lane widens the lane's
+    gap over exactly the same range."""
+
+    __slots__ = ("first",)
+
+    def __init__(self, queue: str, first: int, last: int) -> None:
+        body = dumps({"type": "gap", "group": queue, "from": first, "to": last}).encode()
+        frame = encode_frame(_TEXT, body)
+        super().__init__(last, frame, payload=memoryview(frame)[len(frame) - len(body) :])
+        self.first = first
 
 
 def notice_frame(message: dict[str, Any]) -> bytes:
@@ -218,7 +234,7 @@ class DeliveryEngine:
         variant = sub._variant
         frames: list[bytes] = []
         for item in items:
-            if type(item) is Message:
+            if type(item) is Message or type(item) is LostMessages:
                 frames.append(self._compressed(item, variant) if variant else item.frame)
             elif type(item) is Gap:
                 name = getattr(item.queue, "name", "")

@@ -234,3 +234,37 @@ async def test_leaving_while_redis_is_stopped_takes_at_most_the_timeout(
             nursery.cancel_scope.cancel()
         assert trio.current_time() - start < 0.5 + 0.3  # the leave gave up after the timeout
         fresh_redis.resume()
+
+
+async def test_what_a_cut_off_node_can_no_longer_get_reaches_its_subscribers_as_a_gap(
+    fresh_redis: RedisServer,
+) -> None:
+    from trio_ws import BroadcastHub, QueueGap, QueueMessage
+
+    with trio.fail_after(30):
+        a, b = redis_nodes(fresh_redis.url, 2, **FAST)
+        assert isinstance(a, RedisBroker)
+        assert isinstance(b, RedisBroker)
+        hub_a, hub_b = BroadcastHub(broker=a), BroadcastHub(broker=b)
+        hub_a.queue("short", history=5)
+        publisher = hub_b.queue("short", history=5)
+        async with trio.open_nursery() as nursery:
+            for service in (a.run, b.run, hub_a.run, hub_b.run):
+                await nursery.start(service)
+            await a.wait_up()
+            await b.wait_up()
+            async with hub_a.open_subscription("short") as channel:
+                for i in range(3):
+                    await publisher.publish(f"m{i}")
+                got = [await channel.receive() for _ in range(3)]
+                assert [item.seq for item in got] == [1, 2, 3]  # type: ignore[union-attr]
+                assert _kill_clients(fresh_redis.port, f"{a.prefix}:{a.node_id}") >= 2
+                await wait_until(lambda: a.state is BrokerState.DOWN)
+                for i in range(3, 23):  # 20 more while a is away; only the last 5 are kept
+                    await publisher.publish(f"m{i}")
+                await wait_until(lambda: a.state is BrokerState.UP, within=10)
+                items = [await channel.receive() for _ in range(6)]
+            nursery.cancel_scope.cancel()
+    assert items[0] == QueueGap("short", 4, 18)  # said, not silently lost
+    assert [item.seq for item in items[1:]] == [19, 20, 21, 22, 23]  # type: ignore[union-attr]
+    assert all(isinstance(item, QueueMessage) for item in items[1:])

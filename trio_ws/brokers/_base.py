@@ -144,6 +144,7 @@ class BrokerStatistics:
 MessageCallback = Callable[[str, Message], None]
 RetractCallback = Callable[[str, str], None]
 ResetCallback = Callable[[str, str], None]
+GapCallback = Callable[[str, int, int], None]
 RoutedCallback = Callable[[str, "str | bytes"], bool]
 DisplacedCallback = Callable[[str, str], None]
 NodeReport = Callable[[], tuple[int, int]]
@@ -158,6 +159,10 @@ def _no_retract(_queue: str, _key: str) -> None:
 
 
 def _no_reset(_queue: str, _epoch: str) -> None:
+    pass
+
+
+def _no_gap(_queue: str, _first: int, _last: int) -> None:
     pass
 
 
@@ -183,6 +188,9 @@ class Broker(abc.ABC):
     * ``on_retract(queue, key)``: messages published with ``key`` were retracted.
     * ``on_reset(queue, epoch)``: the queue's history started again under a new epoch
       (the shared store lost its data); live messages continue from seq 1.
+    * ``on_gap(queue, first, last)``: messages ``first`` .. ``last`` of a listened queue
+      will never reach this node (lost while it was away); in the stream's order, like
+      ``on_message``.
     * ``on_routed(name, payload) -> bool``: a message for a client of this node; return
       whether it was taken.
     * ``on_displaced(name, owner)``: another connection took the name over from ``owner``
@@ -201,6 +209,7 @@ class Broker(abc.ABC):
         self.on_message: MessageCallback = _no_message
         self.on_retract: RetractCallback = _no_retract
         self.on_reset: ResetCallback = _no_reset
+        self.on_gap: GapCallback = _no_gap
         self.on_routed: RoutedCallback = _no_route
         self.on_displaced: DisplacedCallback = _no_displace
         self.report: NodeReport = _no_report

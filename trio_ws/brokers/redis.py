@@ -720,9 +720,11 @@ class RedisBroker(Broker):
                         self._epochs[queue] = replay.epoch
                         if epoch is not None and not told:  # (one shard of a cluster)
                             self._callback(self.on_reset, queue, replay.epoch)
+                    if replay.gap is not None:  # published while away, no longer kept
+                        self._callback(self.on_gap, queue, replay.gap.first, replay.gap.last)
                     for message in replay.messages:
                         self._deliver(queue, message)
-                    self._advance(queue, replay.seq)  # what is not kept is not coming
+                    self._advance(queue, replay.seq)
                 for message in held.pop(queue):
                     self._deliver(queue, message)
         finally:
