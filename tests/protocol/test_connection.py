@@ -1384,3 +1384,46 @@ def test_errors_share_one_root() -> None:
     assert issubclass(LocalProtocolError, WebSocketError)
     assert issubclass(RemoteProtocolError, WebSocketError)
     assert not issubclass(LocalProtocolError, RemoteProtocolError)
+
+
+# ---------------------------------------------------------------- exact bytes and bounds
+
+
+def test_send_encoded() -> None:
+    proto = server()
+    frame = b"\x81\x02hi"
+    proto.send_encoded(frame)
+    proto.send_text("a")
+    assert proto.data_to_send() == frame + b"\x81\x01a"
+    # Not in the middle of a fragmented message, nor from a client.
+    proto.send_text("x", final=False)
+    with pytest.raises(
+        LocalProtocolError, match=r"^pre-encoded frames are for servers between messages$"
+    ):
+        proto.send_encoded(frame)
+    proto.send_text("y")
+    proto.send_encoded(frame)
+    assert proto.data_to_send() == b"\x01\x01x\x80\x01y" + frame
+    with pytest.raises(
+        LocalProtocolError, match=r"^pre-encoded frames are for servers between messages$"
+    ):
+        client().send_encoded(frame)
+    proto.send_close()
+    with pytest.raises(LocalProtocolError, match=r"^cannot send a message in state CLOSING$"):
+        proto.send_encoded(frame)
+    assert proto.data_to_send() == b"\x88\x02\x03\xe8"
+
+
+def test_send_pong_default_and_limit() -> None:
+    proto = server()
+    proto.send_pong()
+    proto.send_pong(b"p" * 125)
+    assert proto.data_to_send() == b"\x8a\x00" + b"\x8a\x7d" + b"p" * 125
+
+
+@pytest.mark.parametrize("size", [125, 126, 127])
+def test_server_frame_length_forms(size: int) -> None:
+    proto = server()
+    proto.send_bytes(b"b" * size)
+    head = bytes([0x82, size]) if size < 126 else b"\x82\x7e" + size.to_bytes(2, "big")
+    assert proto.data_to_send() == head + b"b" * size
