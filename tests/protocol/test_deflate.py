@@ -18,6 +18,7 @@ from wsproto.extensions import PerMessageDeflate as WsprotoPMD
 from wsproto.frame_protocol import Opcode as WsprotoOpcode
 from wsproto.frame_protocol import RsvBits
 
+from trio_ws.protocol import _deflate
 from trio_ws.protocol._deflate import (
     EXTENSION_NAME,
     MessageCompressor,
@@ -833,3 +834,88 @@ def test_mem_level_is_checked_and_used() -> None:
         MessageCompressor(window_bits=15, no_context_takeover=False, mem_level=10)
     c = PerMessageDeflate().make_compressor(Role.SERVER, mem_level=9)
     assert fresh_inflate(c.compress(HELLO * 100)) == HELLO * 100
+
+
+# ---------------------------------------------------------------------------------------
+# Exact texts and bytes
+
+
+@pytest.mark.parametrize(
+    ("value", "options", "why"),
+    [
+        ("x-deflate", {}, "not permessage-deflate: 'x-deflate'"),
+        ("permessage-deflate; foo", {}, "unknown parameter 'foo'"),
+        (
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            {},
+            "duplicate parameter 'server_no_context_takeover'",
+        ),
+        ("permessage-deflate; server_max_window_bits", {}, "server_max_window_bits needs a value"),
+        (
+            "permessage-deflate; client_max_window_bits=16",
+            {},
+            "invalid value for client_max_window_bits: '16'",
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover=1",
+            {},
+            "server_no_context_takeover takes no value",
+        ),
+        (
+            "permessage-deflate",
+            {"server_no_context_takeover": True},
+            "server_no_context_takeover offered but not accepted",
+        ),
+        (
+            "permessage-deflate",
+            {"server_max_window_bits": 12},
+            "server_max_window_bits offered but not accepted",
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=13",
+            {"server_max_window_bits": 12},
+            "server_max_window_bits=13 exceeds the offer",
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=10",
+            {"client_max_window_bits": False},
+            "client_max_window_bits not offered",
+        ),
+    ],
+)
+def test_client_rejection_texts(value: str, options: dict[str, object], why: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        negotiate_client(ext(value), **options)  # type: ignore[arg-type]
+    assert info.value.reason == f"permessage-deflate response rejected: {why}"
+    assert info.value.close_code == CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("function", [client_offer, negotiate_client])
+def test_client_options_are_checked(function: object) -> None:
+    args = (ext("permessage-deflate"),) if function is negotiate_client else ()
+    for name, bits in [("client_max_window_bits", 16), ("server_max_window_bits", 7)]:
+        with pytest.raises(ValueError, match=f"^{name} must be between 8 and 15, not {bits}$"):
+            function(*args, **{name: bits})  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("nct", [False, True])
+def test_compressor_bytes_per_window(nct: bool) -> None:
+    # Long-distance repeats: Z_RLE (window 8) cannot use them, the default strategy can.
+    message = bytes(range(200)) * 4
+    for bits, wbits, strategy in [(8, -9, zlib.Z_RLE), (9, -9, zlib.Z_DEFAULT_STRATEGY)]:
+        reference = zlib.compressobj(6, zlib.DEFLATED, wbits, 5, strategy)
+        expected = reference.compress(message) + reference.flush(zlib.Z_SYNC_FLUSH)
+        c = MessageCompressor(window_bits=bits, no_context_takeover=nct)
+        assert c.compress(message) == expected[:-4]
+    rle = MessageCompressor(window_bits=8, no_context_takeover=nct).compress(message)
+    assert rle != MessageCompressor(window_bits=9, no_context_takeover=nct).compress(message)
+
+
+def test_shared_compressor_is_pooled() -> None:
+    c = MessageCompressor(window_bits=11, no_context_takeover=True, level=3)
+    c.compress(HELLO)
+    shared = _deflate._SHARED[c._params]
+    assert shared is not None
+    c.compress(HELLO)
+    MessageCompressor(window_bits=11, no_context_takeover=True, level=3).compress(HELLO)
+    assert _deflate._SHARED[c._params] is shared
