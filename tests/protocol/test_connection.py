@@ -1427,3 +1427,41 @@ def test_server_frame_length_forms(size: int) -> None:
     proto.send_bytes(b"b" * size)
     head = bytes([0x82, size]) if size < 126 else b"\x82\x7e" + size.to_bytes(2, "big")
     assert proto.data_to_send() == head + b"b" * size
+
+
+def test_compressed_frames_get_the_compressed_budget_after_the_first_message() -> None:
+    # Incompressible bytes grow a little when deflated: a frame larger than the limit
+    # still inflates to the limit, on every message and every fragment.
+    deflate = PerMessageDeflate(client_no_context_takeover=True)
+    peer = client(deflate=deflate)
+    proto = server(deflate=deflate, max_message_size=16)
+    whole = [bytes(range(i, i + 16)) for i in (0, 16, 32)]
+    for data in whole:
+        peer.send_bytes(data)
+    frames = sent_frames(peer)
+    assert all(len(f.payload) > 16 for f in frames)
+    peer.send_bytes(bytes(range(100, 108)), final=False)
+    peer.send_bytes(bytes(range(108, 116)))
+    fragments = sent_frames(peer)
+    assert len(fragments[1].payload) > 8
+    events = feed(
+        proto,
+        *(raw_frame(f.opcode, f.payload, rsv1=f.rsv1) for f in frames),
+        *(raw_frame(f.opcode, f.payload, fin=f.fin, rsv1=f.rsv1) for f in fragments),
+    )
+    assert events == [*map(BytesMessage, whole), BytesMessage(bytes(range(100, 116)))]
+    # Without deflate the limit is the limit, after a message too.
+    plain = server(max_message_size=16)
+    assert feed(plain, raw_frame(Opcode.BINARY, b"x" * 16)) == [BytesMessage(b"x" * 16)]
+    assert_fails(plain, raw_frame(Opcode.BINARY, b"x" * 17), CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_text_fragment_ending_in_e0_a0_waits_for_its_last_byte() -> None:
+    # E0 A0 starts U+0800, a 3-byte sequence: valid so far, completed by the next fragment.
+    proto = server()
+    events = feed(
+        proto,
+        raw_frame(Opcode.TEXT, b"a\xe0\xa0", fin=False),
+        raw_frame(Opcode.CONTINUATION, b"\x80"),
+    )
+    assert events == [TextMessage("a\u0800")]
