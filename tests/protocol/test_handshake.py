@@ -1225,3 +1225,10 @@ def test_client_http_1_0_status() -> None:
     assert info.value.response.headers == (("X-A", "1"),)
     assert info.value.body == b"body"
     assert InvalidStatus(info.value.response).body == b""
+
+
+def test_invalid_subprotocol_text_is_cut() -> None:
+    data = make_request(
+        drop=("Sec-WebSocket-Protocol",), extra=[("Sec-WebSocket-Protocol", "/" * 100)]
+    )
+    assert expect_status(data, 400).reason == f"invalid subprotocol {'/' * 64!r}, not a token"
