@@ -987,6 +987,10 @@ def test_head_ends_at_the_first_terminator() -> None:
     request = ServerHandshake()
     assert request.receive_data(b"GET / HTTP/1.1\nHost: x\n\n\r\nabc\r\n\r\n") is not None
     assert request.trailing_data == b"\r\nabc\r\n\r\n"
+    # The first of two heads ends the head, not the last.
+    server = ServerHandshake()
+    assert server.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nX-A: 1\r\n\r\n") is not None
+    assert server.trailing_data == b"X-A: 1\r\n\r\n"
 
 
 def test_head_size_limits_and_texts() -> None:
