@@ -1465,3 +1465,10 @@ def test_text_fragment_ending_in_e0_a0_waits_for_its_last_byte() -> None:
         raw_frame(Opcode.CONTINUATION, b"\x80"),
     )
     assert events == [TextMessage("a\u0800")]
+
+
+def test_close_frame_is_not_held_to_the_message_size_limit() -> None:
+    # The limit is for data frames; a Close is bounded by §5.5's 125 bytes only.
+    proto = server(max_message_size=4)
+    events = feed(proto, raw_frame(Opcode.CLOSE, close_payload(1000, b"bye bye")))
+    assert events == [Close(1000, "bye bye")]

@@ -1236,3 +1236,16 @@ def test_invalid_subprotocol_text_is_cut() -> None:
         drop=("Sec-WebSocket-Protocol",), extra=[("Sec-WebSocket-Protocol", "/" * 100)]
     )
     assert expect_status(data, 400).reason == f"invalid subprotocol {'/' * 64!r}, not a token"
+
+
+def test_header_helpers_texts_and_whitespace() -> None:
+    # Only SP and HTAB around list items are whitespace (RFC 7230 §7: OWS).
+    assert parse_token_list(" chat\xa0,\tb ,") == ["chat\xa0", "b"]
+    for offer, text in [
+        (ExtensionOffer("a b"), "extension name 'a b' is not a token"),
+        (ExtensionOffer("a", (("b c", None),)), "extension parameter name 'b c' is not a token"),
+        (ExtensionOffer("a", (("b", "c d"),)), "extension parameter value 'c d' is not a token"),
+    ]:
+        with pytest.raises(LocalProtocolError) as info:
+            serialize_extension(offer)
+        assert info.value.args[0] == text
