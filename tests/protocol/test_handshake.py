@@ -1249,3 +1249,8 @@ def test_header_helpers_texts_and_whitespace() -> None:
         with pytest.raises(LocalProtocolError) as info:
             serialize_extension(offer)
         assert info.value.args[0] == text
+
+
+def test_parse_extensions_skips_one_empty_element_at_a_time() -> None:
+    assert parse_extensions(",ab") == [ExtensionOffer("ab")]
+    assert parse_extensions(",,ab, ,c") == [ExtensionOffer("ab"), ExtensionOffer("c")]
