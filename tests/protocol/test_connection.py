@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_ws.protocol import _frames
+from trio_ws.protocol import _connection, _frames
 from trio_ws.protocol._connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
     ConnectionState,
@@ -1473,3 +1473,16 @@ def test_close_frame_is_not_held_to_the_message_size_limit() -> None:
     proto = server(max_message_size=4)
     events = feed(proto, raw_frame(Opcode.CLOSE, close_payload(1000, b"bye bye")))
     assert events == [Close(1000, "bye bye")]
+
+
+def test_single_frame_and_single_piece_are_not_copied() -> None:
+    # One queued frame goes out as is (a shared broadcast frame is not copied per
+    # connection), and a message of one large piece is that piece.
+    proto = server()
+    frame = b"\x82\x7e\x10\x00" + b"x" * 4096
+    proto.send_encoded(frame)
+    assert proto.data_to_send() is frame
+    piece = b"y" * _connection._COALESCE_SIZE
+    fragments = _connection._Fragments(b"")
+    fragments.add(piece)
+    assert fragments.finish(b"") is piece

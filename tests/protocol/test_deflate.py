@@ -1003,3 +1003,11 @@ def test_client_decompressor_follows_server_no_context_takeover() -> None:
     c, d = pair(PerMessageDeflate(), sender=Role.SERVER)
     assert inflate(d, c.compress(HELLO)) == HELLO
     assert d._decompressor is not None
+
+
+def test_parse_params_maps_bare_parameters_to_none() -> None:
+    offer = ext("permessage-deflate; server_no_context_takeover; client_max_window_bits")
+    params = _deflate._parse_params(
+        offer, value_required=frozenset(), value_optional=frozenset({"client_max_window_bits"})
+    )
+    assert params == {"server_no_context_takeover": None, "client_max_window_bits": None}

@@ -10,6 +10,7 @@ import wsproto.events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trio_ws.protocol import _handshake
 from trio_ws.protocol._errors import LocalProtocolError, RemoteProtocolError
 from trio_ws.protocol._handshake import (
     GUID,
@@ -1254,3 +1255,14 @@ def test_header_helpers_texts_and_whitespace() -> None:
 def test_parse_extensions_skips_one_empty_element_at_a_time() -> None:
     assert parse_extensions(",ab") == [ExtensionOffer("ab")]
     assert parse_extensions(",,ab, ,c") == [ExtensionOffer("ab"), ExtensionOffer("c")]
+
+
+def test_private_checks_on_their_own() -> None:
+    # _check_upgrade checks Host itself (§4.2.1 item 2), though _parse_request, its only
+    # caller, refuses a request without Host first.
+    with pytest.raises(RemoteProtocolError) as info:
+        _handshake._check_upgrade("GET", "1.1", [("Connection", "Upgrade")])
+    assert (info.value.reason, info.value.http_status) == ("missing Host header", 400)
+    # _client_error keeps the close code and drops the HTTP status.
+    error = _handshake._client_error(RemoteProtocolError("x", close_code=1007, http_status=400))
+    assert (error.reason, error.close_code, error.http_status) == ("x", 1007, None)
