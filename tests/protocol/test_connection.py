@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_ws.protocol import _frames
+from trio_ws.protocol import _connection, _frames
 from trio_ws.protocol._connection import (
     DEFAULT_MAX_MESSAGE_SIZE,
     ConnectionState,
@@ -1384,3 +1384,105 @@ def test_errors_share_one_root() -> None:
     assert issubclass(LocalProtocolError, WebSocketError)
     assert issubclass(RemoteProtocolError, WebSocketError)
     assert not issubclass(LocalProtocolError, RemoteProtocolError)
+
+
+# ---------------------------------------------------------------- exact bytes and bounds
+
+
+def test_send_encoded() -> None:
+    proto = server()
+    frame = b"\x81\x02hi"
+    proto.send_encoded(frame)
+    proto.send_text("a")
+    assert proto.data_to_send() == frame + b"\x81\x01a"
+    # Not in the middle of a fragmented message, nor from a client.
+    proto.send_text("x", final=False)
+    with pytest.raises(
+        LocalProtocolError, match=r"^pre-encoded frames are for servers between messages$"
+    ):
+        proto.send_encoded(frame)
+    proto.send_text("y")
+    proto.send_encoded(frame)
+    assert proto.data_to_send() == b"\x01\x01x\x80\x01y" + frame
+    with pytest.raises(
+        LocalProtocolError, match=r"^pre-encoded frames are for servers between messages$"
+    ):
+        client().send_encoded(frame)
+    proto.send_close()
+    with pytest.raises(LocalProtocolError, match=r"^cannot send a message in state CLOSING$"):
+        proto.send_encoded(frame)
+    assert proto.data_to_send() == b"\x88\x02\x03\xe8"
+
+
+def test_send_pong_default_and_limit() -> None:
+    proto = server()
+    proto.send_pong()
+    proto.send_pong(b"p" * 125)
+    assert proto.data_to_send() == b"\x8a\x00" + b"\x8a\x7d" + b"p" * 125
+
+
+@pytest.mark.parametrize("size", [125, 126, 127])
+def test_server_frame_length_forms(size: int) -> None:
+    proto = server()
+    proto.send_bytes(b"b" * size)
+    head = bytes([0x82, size]) if size < 126 else b"\x82\x7e" + size.to_bytes(2, "big")
+    assert proto.data_to_send() == head + b"b" * size
+
+
+def test_compressed_frames_get_the_compressed_budget_after_the_first_message() -> None:
+    # Incompressible bytes grow a little when deflated: a frame larger than the limit
+    # still inflates to the limit, on every message and every fragment.
+    deflate = PerMessageDeflate(client_no_context_takeover=True)
+    peer = client(deflate=deflate)
+    proto = server(deflate=deflate, max_message_size=16)
+    whole = [bytes(range(i, i + 16)) for i in (0, 16, 32)]
+    for data in whole:
+        peer.send_bytes(data)
+    frames = sent_frames(peer)
+    assert all(len(f.payload) > 16 for f in frames)
+    peer.send_bytes(bytes(range(100, 108)), final=False)
+    peer.send_bytes(bytes(range(108, 116)))
+    fragments = sent_frames(peer)
+    assert len(fragments[1].payload) > 8
+    events = feed(
+        proto,
+        *(raw_frame(f.opcode, f.payload, rsv1=f.rsv1) for f in frames),
+        *(raw_frame(f.opcode, f.payload, fin=f.fin, rsv1=f.rsv1) for f in fragments),
+    )
+    assert events == [*map(BytesMessage, whole), BytesMessage(bytes(range(100, 116)))]
+    # Without deflate the limit is the limit, after a message too.
+    plain = server(max_message_size=16)
+    assert feed(plain, raw_frame(Opcode.BINARY, b"x" * 16)) == [BytesMessage(b"x" * 16)]
+    # Refused from its header, before its payload is buffered.
+    assert_fails(plain, raw_frame(Opcode.BINARY, b"x" * 17)[:6], CloseCode.MESSAGE_TOO_BIG)
+
+
+def test_text_fragment_ending_in_e0_a0_waits_for_its_last_byte() -> None:
+    # E0 A0 starts U+0800, a 3-byte sequence: valid so far, completed by the next fragment.
+    proto = server()
+    events = feed(
+        proto,
+        raw_frame(Opcode.TEXT, b"a\xe0\xa0", fin=False),
+        raw_frame(Opcode.CONTINUATION, b"\x80"),
+    )
+    assert events == [TextMessage("a\u0800")]
+
+
+def test_close_frame_is_not_held_to_the_message_size_limit() -> None:
+    # The limit is for data frames; a Close is bounded by §5.5's 125 bytes only.
+    proto = server(max_message_size=4)
+    events = feed(proto, raw_frame(Opcode.CLOSE, close_payload(1000, b"bye bye")))
+    assert events == [Close(1000, "bye bye")]
+
+
+def test_single_frame_and_single_piece_are_not_copied() -> None:
+    # One queued frame goes out as is (a shared broadcast frame is not copied per
+    # connection), and a message of one large piece is that piece.
+    proto = server()
+    frame = b"\x82\x7e\x10\x00" + b"x" * 4096
+    proto.send_encoded(frame)
+    assert proto.data_to_send() is frame
+    piece = b"y" * _connection._COALESCE_SIZE
+    fragments = _connection._Fragments(b"")
+    fragments.add(piece)
+    assert fragments.finish(b"") is piece

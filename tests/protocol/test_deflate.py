@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import tracemalloc
 import types
@@ -18,6 +19,7 @@ from wsproto.extensions import PerMessageDeflate as WsprotoPMD
 from wsproto.frame_protocol import Opcode as WsprotoOpcode
 from wsproto.frame_protocol import RsvBits
 
+from trio_ws.protocol import _deflate
 from trio_ws.protocol._deflate import (
     EXTENSION_NAME,
     MessageCompressor,
@@ -833,3 +835,179 @@ def test_mem_level_is_checked_and_used() -> None:
         MessageCompressor(window_bits=15, no_context_takeover=False, mem_level=10)
     c = PerMessageDeflate().make_compressor(Role.SERVER, mem_level=9)
     assert fresh_inflate(c.compress(HELLO * 100)) == HELLO * 100
+
+
+# ---------------------------------------------------------------------------------------
+# Exact texts and bytes
+
+
+@pytest.mark.parametrize(
+    ("value", "options", "why"),
+    [
+        ("x-deflate", {}, "not permessage-deflate: 'x-deflate'"),
+        ("permessage-deflate; foo", {}, "unknown parameter 'foo'"),
+        (
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            {},
+            "duplicate parameter 'server_no_context_takeover'",
+        ),
+        ("permessage-deflate; server_max_window_bits", {}, "server_max_window_bits needs a value"),
+        (
+            "permessage-deflate; client_max_window_bits=16",
+            {},
+            "invalid value for client_max_window_bits: '16'",
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover=1",
+            {},
+            "server_no_context_takeover takes no value",
+        ),
+        (
+            "permessage-deflate",
+            {"server_no_context_takeover": True},
+            "server_no_context_takeover offered but not accepted",
+        ),
+        (
+            "permessage-deflate",
+            {"server_max_window_bits": 12},
+            "server_max_window_bits offered but not accepted",
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=13",
+            {"server_max_window_bits": 12},
+            "server_max_window_bits=13 exceeds the offer",
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=10",
+            {"client_max_window_bits": False},
+            "client_max_window_bits not offered",
+        ),
+    ],
+)
+def test_client_rejection_texts(value: str, options: dict[str, object], why: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        negotiate_client(ext(value), **options)  # type: ignore[arg-type]
+    assert info.value.reason == f"permessage-deflate response rejected: {why}"
+    assert info.value.close_code == CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("function", [client_offer, negotiate_client])
+def test_client_options_are_checked(function: object) -> None:
+    args = (ext("permessage-deflate"),) if function is negotiate_client else ()
+    for name, bits in [("client_max_window_bits", 16), ("server_max_window_bits", 7)]:
+        with pytest.raises(ValueError, match=f"^{name} must be between 8 and 15, not {bits}$"):
+            function(*args, **{name: bits})  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("nct", [False, True])
+def test_compressor_bytes_per_window(nct: bool) -> None:
+    # Long-distance repeats: Z_RLE (window 8) cannot use them, the default strategy can.
+    message = bytes(range(200)) * 4
+    _deflate._SHARED.clear()  # a pooled compressor from an earlier test would hide ours
+    for bits, wbits, strategy in [(8, -9, zlib.Z_RLE), (9, -9, zlib.Z_DEFAULT_STRATEGY)]:
+        reference = zlib.compressobj(6, zlib.DEFLATED, wbits, 5, strategy)
+        expected = reference.compress(message) + reference.flush(zlib.Z_SYNC_FLUSH)
+        c = MessageCompressor(window_bits=bits, no_context_takeover=nct)
+        assert c.compress(message) == expected[:-4]
+    rle = MessageCompressor(window_bits=8, no_context_takeover=nct).compress(message)
+    assert rle != MessageCompressor(window_bits=9, no_context_takeover=nct).compress(message)
+
+
+def test_shared_compressor_is_pooled() -> None:
+    c = MessageCompressor(window_bits=11, no_context_takeover=True, level=3)
+    c.compress(HELLO)
+    shared = _deflate._SHARED[c._params]
+    assert shared is not None
+    c.compress(HELLO)
+    MessageCompressor(window_bits=11, no_context_takeover=True, level=3).compress(HELLO)
+    assert _deflate._SHARED[c._params] is shared
+
+
+# Chat-like JSON on which zlib's levels 6 and 7 give different bytes.
+CHAT = b"".join(
+    b'{"user": "u%d", "text": "message number %d of the chat"}' % (i % 17, i * 7919 % 1000)
+    for i in range(2000)
+)
+
+
+def deflated(message: bytes, *, level: int = 6, mem_level: int = 5, wbits: int = -15) -> bytes:
+    reference = zlib.compressobj(level, zlib.DEFLATED, wbits, mem_level)
+    return (reference.compress(message) + reference.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+@pytest.mark.parametrize("nct", [False, True])
+def test_compressor_level_and_mem_level(role: Role, nct: bool) -> None:
+    assert deflated(CHAT) != deflated(CHAT, level=7)
+    params = PerMessageDeflate(server_no_context_takeover=nct, client_no_context_takeover=nct)
+    assert params.make_compressor(role).compress(CHAT) == deflated(CHAT)
+    assert MessageCompressor(window_bits=15, no_context_takeover=nct).compress(CHAT) == (
+        deflated(CHAT)
+    )
+    for level, mem_level in [(1, 9), (9, 1)]:
+        c = params.make_compressor(role, level=level, mem_level=mem_level)
+        assert c.compress(CHAT) == deflated(CHAT, level=level, mem_level=mem_level)
+    with pytest.raises(ValueError, match=r"^mem_level must be between 1 and 9, not 0$"):
+        MessageCompressor(window_bits=15, no_context_takeover=nct, mem_level=0)
+
+
+@pytest.mark.parametrize("bits", [8, 9])
+def test_inflate_refuses_distances_beyond_its_window(bits: int) -> None:
+    # A 9-bit window (also for 8, see the module docstring) keeps 512 bytes between
+    # messages: a second message that refers 600 bytes back is not one the peer may send.
+    first = bytes(range(256)) + bytes(range(255, -1, -1)) + b"x" * 88
+    second = bytes(range(256))
+    reference = zlib.compressobj(6, zlib.DEFLATED, -15, 5)
+    payloads = [
+        (reference.compress(m) + reference.flush(zlib.Z_SYNC_FLUSH))[:-4] for m in (first, second)
+    ]
+    wide = MessageDecompressor(window_bits=10, no_context_takeover=False)
+    assert [inflate(wide, p) for p in payloads] == [first, second]
+    d = MessageDecompressor(window_bits=bits, no_context_takeover=False)
+    assert inflate(d, payloads[0]) == first
+    with pytest.raises(RemoteProtocolError) as info:
+        inflate(d, payloads[1])
+    assert info.value.close_code == CloseCode.INVALID_DATA
+
+
+def test_large_final_frame_keeps_the_context() -> None:
+    # A final payload over the copy threshold gets its tail inflated separately; the next
+    # message, with context takeover, must continue from a complete stream.
+    big = bytes(range(256)) * 4 + random.Random(0).randbytes(4000)
+    c, d = pair(PerMessageDeflate(), sender=Role.SERVER)
+    first = c.compress(big)
+    assert len(first) >= 2048
+    assert inflate(d, first) == big
+    assert inflate(d, c.compress(big[:300])) == big[:300]
+
+
+def test_bomb_inflates_only_to_the_limit() -> None:
+    bomb = deflated(b"\0" * (32 * MiB))
+    assert len(bomb) >= 2048  # takes the path where the tail is inflated separately
+    d = MessageDecompressor(window_bits=15, no_context_takeover=False)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteProtocolError) as info:
+            d.decompress(bomb, final=True, max_size=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.close_code == CloseCode.MESSAGE_TOO_BIG
+    assert peak < MiB
+
+
+def test_client_decompressor_follows_server_no_context_takeover() -> None:
+    c, d = pair(PerMessageDeflate(server_no_context_takeover=True), sender=Role.SERVER)
+    assert inflate(d, c.compress(HELLO)) == HELLO
+    assert d._decompressor is None
+    c, d = pair(PerMessageDeflate(), sender=Role.SERVER)
+    assert inflate(d, c.compress(HELLO)) == HELLO
+    assert d._decompressor is not None
+
+
+def test_parse_params_maps_bare_parameters_to_none() -> None:
+    offer = ext("permessage-deflate; server_no_context_takeover; client_max_window_bits")
+    params = _deflate._parse_params(
+        offer, value_required=frozenset(), value_optional=frozenset({"client_max_window_bits"})
+    )
+    assert params == {"server_no_context_takeover": None, "client_max_window_bits": None}

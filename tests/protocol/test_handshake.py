@@ -10,6 +10,7 @@ import wsproto.events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trio_ws.protocol import _handshake
 from trio_ws.protocol._errors import LocalProtocolError, RemoteProtocolError
 from trio_ws.protocol._handshake import (
     GUID,
@@ -966,3 +967,302 @@ def test_request_built_directly() -> None:
     assert request == Request("GET", "/", "/", "", "1.1", fields, is_websocket=True)
     with pytest.raises(RemoteProtocolError):
         Request("GET", "/", "/", "", "1.1", (("Sec-WebSocket-Extensions", ";"),), True)
+
+
+# -------------------------------------------------------------------------------------
+# Exact texts, defaults and boundaries (each pins mutants of docs/mutation.md)
+
+
+def test_head_terminator_at_the_very_start() -> None:
+    # A blank line first: the head is one empty request line, whatever the chunking.
+    assert expect_status(b"\n\nGET", 400).reason == "malformed request line ''"
+    server = ServerHandshake()
+    assert server.receive_data(b"\n") is None
+    with pytest.raises(RemoteProtocolError) as info:
+        server.receive_data(b"\n")
+    assert info.value.reason == "malformed request line ''"
+
+
+def test_head_ends_at_the_first_terminator() -> None:
+    # "\n\n" ends the head before the "\n\r\n" that overlaps it; later terminators are data.
+    request = ServerHandshake()
+    assert request.receive_data(b"GET / HTTP/1.1\nHost: x\n\n\r\nabc\r\n\r\n") is not None
+    assert request.trailing_data == b"\r\nabc\r\n\r\n"
+    # The first of two heads ends the head, not the last.
+    server = ServerHandshake()
+    assert server.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nX-A: 1\r\n\r\n") is not None
+    assert server.trailing_data == b"X-A: 1\r\n\r\n"
+
+
+def test_head_size_limits_and_texts() -> None:
+    base = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: "
+    for size, max_size in ((8192, None), (1000, 1000)):
+        data = base + b"a" * (size - len(base) - 4) + b"\r\n\r\n"
+        assert len(data) == size
+        kwargs = {} if max_size is None else {"max_head_size": max_size}
+        assert receive(data, **kwargs).host == "x"
+        error = expect_status(data[:-4] + b"a\r\n\r\n", 431, **kwargs)
+        assert error.reason == f"request head larger than {size} bytes"
+    client = ClientHandshake("x")
+    filler = b"HTTP/1.1 404 Not Found\r\nX-A: "
+    head = filler + b"a" * (65536 - len(filler) - 4) + b"\r\n\r\n"
+    with pytest.raises(InvalidStatus):
+        client.receive_data(head)
+    client = ClientHandshake("x")
+    with pytest.raises(RemoteProtocolError) as info:
+        client.receive_data(head[:-4] + b"a\r\n\r\n")
+    assert info.value.reason == "response head larger than 65536 bytes"
+
+
+def test_header_count_limits_and_texts() -> None:
+    def head(count: int) -> bytes:
+        return make_request([("Host", "x")] + [(f"X-{i}", "v") for i in range(count - 1)])
+
+    assert len(receive(head(128)).headers) == 128
+    assert expect_status(head(129), 431).reason == "more than 128 header fields"
+    assert receive(b"GET / HTTP/1.0\r\n\r\n", max_headers=0).http_version == "1.0"
+    error = expect_status(make_request([("Host", "x")]), 431, max_headers=0)
+    assert error.reason == "more than 0 header fields"
+
+
+def test_constructor_limit_boundaries() -> None:
+    ServerHandshake(max_head_size=16, max_headers=0)
+    with pytest.raises(ValueError, match=r"^max_head_size must be at least 16, not 15$"):
+        ServerHandshake(max_head_size=15)
+    with pytest.raises(ValueError, match=r"^max_headers must not be negative, not -1$"):
+        ServerHandshake(max_headers=-1)
+    assert ServerHandshake().request is None
+
+
+def test_tab_fold_and_value_whitespace() -> None:
+    error = expect_status(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\tfolded\r\n\r\n", 400)
+    assert error.reason == "obsolete line folding in header field"
+    # Only SP and HTAB are trimmed: NBSP (obs-text) is part of the value.
+    request = receive(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: \t\xa0a\xa0 \r\n\r\n")
+    assert request.get("X-A") == "\xa0a\xa0"
+
+
+def test_quoted_input_is_cut() -> None:
+    long = "A" * 200
+    cases = [
+        (f"GET {long}".encode(), f"malformed request line {('GET ' + long)[:100]!r}"),
+        (
+            b"GET /" + b"\x7f" * 200 + b" HTTP/1.1",
+            f"invalid request target {'/' + chr(127) * 99!r}",
+        ),
+        (f"GET / {long}".encode(), f"invalid HTTP version {long[:32]!r}"),
+    ]
+    for line, reason in cases:
+        assert expect_status(line + b"\r\nHost: x\r\n\r\n", 400).reason == reason
+    error = expect_status(b"G(" + b"T" * 100 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 400)
+    assert error.reason == f"invalid method {('G(' + 'T' * 100)[:32]!r}"
+    error = expect_status(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"N" * 100 + b"\r\n\r\n", 400)
+    assert error.reason == f"header line without a colon: {'N' * 64!r}"
+    error = expect_status(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"N" * 99 + b"(: 1\r\n\r\n", 400)
+    assert error.reason == f"invalid header name {'N' * 64!r}"
+    error = expect_status(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
+    assert error.reason == "unsupported HTTP version 'HTTP/2.0'"
+
+
+def test_key_and_version_texts() -> None:
+    def with_key(key: str) -> bytes:
+        return make_request(drop=("Sec-WebSocket-Key",), extra=[("Sec-WebSocket-Key", key)])
+
+    # Not base64 once anything outside the alphabet is in it, even if the rest decodes.
+    error = expect_status(with_key("dGhl*IHNhbXBsZSBub25jZQ=="), 400)
+    assert error.reason == "Sec-WebSocket-Key 'dGhl*IHNhbXBsZSBub25jZQ==' is not base64"
+    error = expect_status(with_key("*" * 100), 400)
+    assert error.reason == f"Sec-WebSocket-Key {'*' * 64!r} is not base64"
+    key = base64.b64encode(b"x" * 60).decode()
+    error = expect_status(with_key(key), 400)
+    assert error.reason == f"Sec-WebSocket-Key {key[:64]!r} does not decode to 16 bytes"
+    versions = [("Sec-WebSocket-Version", "8"), ("Sec-WebSocket-Version", "9" * 40)]
+    error = expect_status(make_request(drop=("Sec-WebSocket-Version",), extra=versions), 426)
+    assert error.reason == f"unsupported Sec-WebSocket-Version {('8, ' + '9' * 40)[:32]!r}"
+
+
+def test_accept_and_reject_texts() -> None:
+    server = ServerHandshake()
+    with pytest.raises(LocalProtocolError) as info:
+        server.accept()
+    assert info.value.args[0] == "cannot accept in state RECEIVING"
+    server.receive_data(make_request())
+    with pytest.raises(LocalProtocolError) as info:
+        server.accept(subprotocol="mqtt")
+    assert info.value.args[0] == "subprotocol 'mqtt' was not offered"
+    with pytest.raises(LocalProtocolError) as info:
+        server.accept(headers=[("X A", "1")])
+    assert info.value.args[0] == "invalid header name 'X A'"
+    with pytest.raises(LocalProtocolError) as info:
+        server.accept(headers=[("X-A", "1 ")])
+    assert info.value.args[0] == "invalid value for header 'X-A': '1 '"
+    answer = server.accept(extensions=["a", "b"], headers=[("X-A", "\xa01\xa0")])
+    assert split_head(answer)[3:] == [("Sec-WebSocket-Extensions", "a, b"), ("X-A", "\xa01\xa0")]
+    with pytest.raises(LocalProtocolError) as info:
+        server.reject(400)
+    assert info.value.args[0] == "the handshake was answered already"
+    # A plain request is not accepted, even with a key.
+    server = ServerHandshake()
+    server.receive_data(
+        b"GET / HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: " + RFC_KEY.encode() + b"\r\n\r\n"
+    )
+    with pytest.raises(LocalProtocolError) as info:
+        server.accept()
+    assert info.value.args[0] == "cannot accept a plain HTTP request as a WebSocket"
+    # After a failure.
+    server = ServerHandshake()
+    with pytest.raises(RemoteProtocolError):
+        server.receive_data(b"nonsense\r\n\r\n")
+    with pytest.raises(LocalProtocolError) as info:
+        server.accept()
+    assert info.value.args[0] == "cannot accept in state FAILED"
+
+
+def test_reject_defaults_and_own_headers() -> None:
+    assert ServerHandshake().reject(503) == (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    answer = ServerHandshake().reject(426, headers=[("Sec-WebSocket-Version", "13, 8")])
+    assert [f for f in split_head(answer) if f[0] == "Sec-WebSocket-Version"] == [
+        ("Sec-WebSocket-Version", "13, 8")
+    ]
+    answer = ServerHandshake().reject(403, body="<p>", content_type="text/html")
+    assert ("Content-Type", "text/html") in split_head(answer)
+
+
+def test_build_response_boundaries_and_texts() -> None:
+    assert build_response(100) == b"HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\n"
+    assert build_response(999, content_type=None).startswith(b"HTTP/1.1 999\r\n")
+    for status in (99, 1000):
+        with pytest.raises(LocalProtocolError) as info:
+            build_response(status)
+        assert info.value.args[0] == f"invalid HTTP status {status}"
+    with pytest.raises(LocalProtocolError) as info:
+        build_response(204, body="x")
+    assert info.value.args[0] == "a 204 response cannot have a body"
+    head = build_response(200, headers=[("content-type", "a/b"), ("Connection", "keep-alive")])
+    assert split_head(head) == [
+        ("content-type", "a/b"),
+        ("Connection", "keep-alive"),
+        ("Content-Length", "0"),
+    ]
+
+
+def test_client_defaults_and_argument_texts() -> None:
+    client = ClientHandshake("x", extensions=["a", "b; c"])
+    assert client.data_to_send().startswith(b"GET / HTTP/1.1\r\n")
+    for kwargs, text in [
+        ({"target": "/a b"}, "invalid request target '/a b'"),
+        ({"subprotocols": ["a b"]}, "subprotocol 'a b' is not a token"),
+        ({"extensions": ["x;"]}, "invalid Sec-WebSocket-Extensions header 'x;': "),
+    ]:
+        with pytest.raises(LocalProtocolError) as info:
+            ClientHandshake("x", **kwargs)  # type: ignore[arg-type]
+        assert info.value.args[0].startswith(text)
+    server = ServerHandshake()
+    request = server.receive_data(ClientHandshake("x", extensions=["a", "b; c"]).data_to_send())
+    assert request is not None
+    assert request.get_all("Sec-WebSocket-Extensions") == ["a, b; c"]
+
+
+def test_client_refusal_texts() -> None:
+    def refusal(*fields: tuple[str, str], status_line: str | None = None) -> str:
+        client = ClientHandshake("x", subprotocols=["chat", "superchat"], extensions=["a", "b"])
+        lines = [status_line or "HTTP/1.1 101 Switching Protocols"]
+        lines += [f"{n}: {v}" for n, v in (fields or good_fields(client))]
+        with pytest.raises(RemoteProtocolError) as info:
+            client.receive_data("\r\n".join([*lines, "", ""]).encode())
+        assert info.value.close_code == 1002
+        return info.value.reason
+
+    assert refusal(("Connection", "Upgrade")) == "101 response without Upgrade: websocket"
+    assert refusal(("Upgrade", "websocket")) == "101 response without Connection: Upgrade"
+    assert refusal(("Upgrade", "websocket"), ("Connection", "Upgrade")) == (
+        "wrong or missing Sec-WebSocket-Accept"
+    )
+    long = "HTTP/1.1 101 " + "\x01" * 200
+    assert refusal(status_line=long) == f"malformed status line {long[:100]!r}"
+    assert refusal(status_line="HTTP/2.1 101 x") == "malformed status line 'HTTP/2.1 101 x'"
+
+    client = ClientHandshake("x", subprotocols=["chat", "superchat"], extensions=["a", "b"])
+    good = good_fields(client)
+
+    def refused(*more: tuple[str, str]) -> str:
+        with pytest.raises(RemoteProtocolError) as info:
+            ClientHandshake.receive_data(copy, accepted_101(copy, *good, *more))
+        return info.value.reason
+
+    for more, text in [
+        (
+            (("Sec-WebSocket-Protocol", "chat, superchat"),),
+            "server chose more than one subprotocol",
+        ),
+        ((("Sec-WebSocket-Protocol", "mqtt"),), "server chose subprotocol 'mqtt', not offered"),
+        (
+            (("Sec-WebSocket-Extensions", "c"),),
+            "server accepted extension 'c', which was not offered",
+        ),
+    ]:
+        copy = ClientHandshake("x", subprotocols=["chat", "superchat"], extensions=["a", "b"])
+        good = good_fields(copy)
+        assert refused(*more) == text
+    good = good_fields(client)
+    response = client.receive_data(
+        accepted_101(
+            client,
+            *good,
+            ("Sec-WebSocket-Extensions", "a"),
+            ("Sec-WebSocket-Extensions", "b; x=1"),
+        )
+    )
+    assert response is not None
+    assert response.extensions == (ExtensionOffer("a", ()), ExtensionOffer("b", (("x", "1"),)))
+    assert response.headers[:3] == tuple(good)
+
+
+def test_client_http_1_0_status() -> None:
+    client = ClientHandshake("x")
+    with pytest.raises(InvalidStatus) as info:
+        client.receive_data(b"HTTP/1.0 404 Not Found\r\nX-A: 1\r\n\r\nbody")
+    assert info.value.reason == "server rejected the WebSocket handshake with HTTP 404"
+    assert info.value.response.extensions == ()
+    assert info.value.response.headers == (("X-A", "1"),)
+    assert info.value.body == b"body"
+    assert InvalidStatus(info.value.response).body == b""
+
+
+def test_invalid_subprotocol_text_is_cut() -> None:
+    data = make_request(
+        drop=("Sec-WebSocket-Protocol",), extra=[("Sec-WebSocket-Protocol", "/" * 100)]
+    )
+    assert expect_status(data, 400).reason == f"invalid subprotocol {'/' * 64!r}, not a token"
+
+
+def test_header_helpers_texts_and_whitespace() -> None:
+    # Only SP and HTAB around list items are whitespace (RFC 7230 §7: OWS).
+    assert parse_token_list(" chat\xa0,\tb ,") == ["chat\xa0", "b"]
+    for offer, text in [
+        (ExtensionOffer("a b"), "extension name 'a b' is not a token"),
+        (ExtensionOffer("a", (("b c", None),)), "extension parameter name 'b c' is not a token"),
+        (ExtensionOffer("a", (("b", "c d"),)), "extension parameter value 'c d' is not a token"),
+    ]:
+        with pytest.raises(LocalProtocolError) as info:
+            serialize_extension(offer)
+        assert info.value.args[0] == text
+
+
+def test_parse_extensions_skips_one_empty_element_at_a_time() -> None:
+    assert parse_extensions(",ab") == [ExtensionOffer("ab")]
+    assert parse_extensions(",,ab, ,c") == [ExtensionOffer("ab"), ExtensionOffer("c")]
+
+
+def test_private_checks_on_their_own() -> None:
+    # _check_upgrade checks Host itself (§4.2.1 item 2), though _parse_request, its only
+    # caller, refuses a request without Host first.
+    with pytest.raises(RemoteProtocolError) as info:
+        _handshake._check_upgrade("GET", "1.1", [("Connection", "Upgrade")])
+    assert (info.value.reason, info.value.http_status) == ("missing Host header", 400)
+    # _client_error keeps the close code and drops the HTTP status.
+    error = _handshake._client_error(RemoteProtocolError("x", close_code=1007, http_status=400))
+    assert (error.reason, error.close_code, error.http_status) == ("x", 1007, None)
