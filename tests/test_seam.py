@@ -686,3 +686,38 @@ async def test_subscribers_are_told_when_the_history_starts_again() -> None:
             assert notice["epoch"] != first["epoch"]
             again = await receive_json(ws)
             assert (again["seq"], again["text"]) == (1, "new")
+
+
+async def test_a_background_reader_holds_a_bounded_number_of_bytes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from trio_ws._connection import _INBOX_BYTES
+    from trio_ws._transport import RECEIVE_SIZE
+
+    app = App(config=ServerConfig(ping_interval=None))
+    release = trio.Event()
+
+    @app.service("slow")
+    async def slow(client: trio_ws.Client, _message: dict[str, Any]) -> None:
+        await release.wait()
+
+    listener = MemoryListener()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(app.serve, listeners=[listener]))
+        async with trio_ws.connect("ws://test/ws", stream=await listener.connect()) as ws:
+            await ws.send({"type": "login", "name": "big"})
+            await receive_json(ws)
+            await ws.send({"type": "slow"})
+            await trio.sleep(1)  # the service blocks: a background reader takes over
+            big = "x" * (512 << 10)
+            for _ in range(8):  # 4 MiB while the service still blocks
+                await ws.send({"type": "echo", "text": big})
+            await trio.sleep(1)
+            [conn] = app.server.connections
+            assert conn._reader_running
+            held = sum(map(len, conn._inbox))
+            # At most the budget and what one read completed; the rest waits in the stream.
+            assert 0 < held <= _INBOX_BYTES + RECEIVE_SIZE + len(big)
+            assert held < 8 * len(big)
+            release.set()
+        nursery.cancel_scope.cancel()

@@ -650,48 +650,14 @@ def test_public_errors_and_config_validation() -> None:
         ServerConfig(login_timeout=-1)
 
 
-class _ExhaustedOnce(socket.socket):
-    """A listening socket whose accept() fails like a process out of file descriptors."""
+class _FailingAccept(socket.socket):
+    """A listening socket whose accept() fails with ``errors`` (errno values) first."""
 
-    failures = 2
-
-    def accept(self) -> tuple[socket.socket, object]:
-        if self.failures:
-            self.failures -= 1
-            raise OSError(errno.EMFILE, "Too many open files")
-        return super().accept()
-
-
-async def test_accept_backs_off_on_fd_exhaustion(caplog: pytest.LogCaptureFixture) -> None:
-    listener = _ExhaustedOnce(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    app = demo_app()
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: app.serve(listeners=[listener], task_status=task_status)
-            )
-            # Both failures happen as soon as the connection is pending; the server backs off
-            # (logs, sleeps) instead of crashing, then accepts it.
-            async with logged_in(f"127.0.0.1:{port}", "patient") as conn:
-                await conn.send({"type": "ping"})
-                assert await receive_json(conn) == {"type": "pong"}
-            nursery.cancel_scope.cancel()
-    assert listener.failures == 0
-    warnings = [r for r in caplog.records if "backing off" in r.getMessage()]
-    assert len(warnings) == 2
-    assert all(r.levelno == logging.WARNING for r in warnings)
-    listener.close()
-
-
-class _LosesConnections(socket.socket):
-    """A listening socket whose accept() reports connections lost before being accepted."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.errors = [errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM]
+    def __init__(self, errors: list[int]) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.errors = list(errors)
+        self.bind(("127.0.0.1", 0))
+        self.listen(16)
 
     def accept(self) -> tuple[socket.socket, object]:
         if self.errors:
@@ -700,23 +666,37 @@ class _LosesConnections(socket.socket):
         return super().accept()
 
 
-async def test_accept_errors_of_one_lost_connection_do_not_end_the_server() -> None:
-    listener = _LosesConnections(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
+async def serve_one_client_through(listener: _FailingAccept, name: str) -> None:
+    """Serve the demo on ``listener``; a client logs in and is answered."""
     app = demo_app()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 lambda task_status: app.serve(listeners=[listener], task_status=task_status)
             )
-            async with logged_in(f"127.0.0.1:{port}", "survivor") as conn:
+            address = f"127.0.0.1:{listener.getsockname()[1]}"
+            async with logged_in(address, name) as conn:
                 await conn.send({"type": "ping"})
                 assert await receive_json(conn) == {"type": "pong"}
             nursery.cancel_scope.cancel()
-    assert listener.errors == []
-    listener.close()
+
+
+async def test_accept_backs_off_on_fd_exhaustion(caplog: pytest.LogCaptureFixture) -> None:
+    # Both failures happen as soon as the connection is pending; the server backs off
+    # (logs, sleeps) instead of crashing, then accepts it.
+    with _FailingAccept([errno.EMFILE, errno.EMFILE]) as listener:
+        await serve_one_client_through(listener, "patient")
+        assert listener.errors == []
+    warnings = [r for r in caplog.records if "backing off" in r.getMessage()]
+    assert len(warnings) == 2
+    assert all(r.levelno == logging.WARNING for r in warnings)
+
+
+async def test_accept_errors_of_one_lost_connection_do_not_end_the_server() -> None:
+    lost = [errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM]
+    with _FailingAccept(lost) as listener:
+        await serve_one_client_through(listener, "survivor")
+        assert listener.errors == []
 
 
 async def test_an_unread_request_body_does_not_reset_the_response(

@@ -25,7 +25,8 @@ A reader in the background. Normally the task that handles messages is also the 
 which is the fast path (no task switch per message). When that task blocks for long inside
 a service (a slow database call, a long sleep), the application calls
 :meth:`~WebSocketConnection.read_in_background`: from then on a second task reads, answers
-pings and the close handshake, and queues messages (at most ``_INBOX_LIMIT`` of them) for
+pings and the close handshake, and queues messages (at most ``_INBOX_LIMIT`` of them and
+about ``_INBOX_BYTES``) for
 :meth:`~WebSocketConnection.receive`, which then waits on that queue. Order is kept.
 """
 
@@ -53,8 +54,10 @@ _ids = itertools.count(1)
 Message = str | bytes
 
 # A background reader stops reading (the kernel and then TCP hold the rest back) once this
-# many messages wait unhandled: it exists to answer pings and the Close, not to buffer.
+# many messages, or this many bytes of them, wait unhandled: it exists to answer pings and
+# the Close, not to buffer. (What one read completes may go over, by at most that read.)
 _INBOX_LIMIT = 16
+_INBOX_BYTES = 1 << 20
 # receive() hands out at most this many already-parsed messages in a row before a
 # checkpoint: one 64 KiB read can hold thousands of tiny messages, and a flooder's would
 # otherwise add its whole handling time to everyone's latency.
@@ -282,8 +285,8 @@ class WebSocketConnection:
                 self._unyielded = unyielded
                 self.messages_in += 1
                 message = inbox.popleft()
-                if self._reader_running and len(inbox) == _INBOX_LIMIT - 1:
-                    self._inbox_event()  # the reader may read again
+                if self._reader_running:
+                    self._inbox_event()  # there may be room for the reader again
                 return message
             if self._closed is not None:
                 raise self._closed
@@ -321,7 +324,7 @@ class WebSocketConnection:
         inbox = self._inbox
         try:
             while self._closed is None:
-                if len(inbox) >= _INBOX_LIMIT:
+                if len(inbox) >= _INBOX_LIMIT or sum(map(len, inbox)) >= _INBOX_BYTES:
                     await self._wait_inbox()
                     continue
                 before = len(inbox)
@@ -611,7 +614,7 @@ class WebSocketConnection:
         if self._pending_size > self.write_buffer_size:
             raise trio.WouldBlock
         if not self.write_nowait(self._encode(message)):
-            self._drain_soon()
+            self.drain_soon()
 
     def send_frames_nowait(self, frames: bytes, count: int = 1) -> bool:
         """Write ``count`` data frames encoded once for many connections (broadcast).
@@ -637,7 +640,7 @@ class WebSocketConnection:
         self.protocol.send_ping(payload)
         try:
             if not self.write_nowait(self.protocol.data_to_send()):
-                self._drain_soon()
+                self.drain_soon()
         except ConnectionClosed:
             pass
 
@@ -655,7 +658,9 @@ class WebSocketConnection:
         self.protocol.send_close(code, reason)
         return self.write_nowait(self.protocol.data_to_send())
 
-    def _drain_soon(self) -> None:
+    def drain_soon(self) -> None:
+        """Have what is pending written by a task in ``background`` (bounded by
+        ``send_timeout``), for a caller that must not wait; harmless when one already is."""
         if self._drain_task or self.background is None:
             return
         self._drain_task = True

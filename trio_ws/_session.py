@@ -214,7 +214,7 @@ class SessionDriver:
         log.info("#%d %r was taken over on another node", conn.id, name)
         try:
             if not conn.close_nowait(CloseCode.POLICY_VIOLATION, "replaced by a new login"):
-                conn._drain_soon()  # (always on TLS) the Close goes out behind what is owed
+                conn.drain_soon()  # (always on TLS) the Close goes out behind what is owed
         except ConnectionClosed:
             return
 

@@ -127,7 +127,7 @@ class StatsFeed:
                 conn.close_nowait(CloseCode.TRY_AGAIN_LATER, "too slow for the stats stream")
                 return
             if not conn.send_frames_nowait(frame):
-                conn._drain_soon()
+                conn.drain_soon()
         except ConnectionClosed:
             self.viewers.discard(conn)
 

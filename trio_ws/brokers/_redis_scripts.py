@@ -44,13 +44,22 @@ __all__ = [
 ]
 
 
-PUBLISH = """
+# Scripts that change state for a caller who waits carry the caller's deadline (ms, in
+# Redis's clock; '0': none) and refuse to run past it: a write the caller was told
+# failed must never happen later.
+_LATE = """
+local function late(t, deadline)
+  return deadline ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(deadline)
+end
+"""
+
+PUBLISH = (
+    _LATE
+    + """
 -- KEYS: seq, log, epoch.
 -- ARGV: channel, kind, key, has_key, body, history, ttl_ms, epoch, deadline
 local t = redis.call('TIME')
-if ARGV[9] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[9]) then
-  return false
-end
+if late(t, ARGV[9]) then return false end
 if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SET', KEYS[3], ARGV[8]) end
 local seq = redis.call('INCR', KEYS[1])
 local keylen = -1
@@ -70,6 +79,7 @@ end
 redis.call('PUBLISH', ARGV[1], 'm' .. entry)
 return seq
 """
+)
 
 REPLAY = """
 -- KEYS: seq, log, epoch. ARGV: since ('' for none), epoch of since ('' for none), new epoch
@@ -88,12 +98,12 @@ if want > 0 then entries = redis.call('LRANGE', KEYS[2], -want, -1) end
 return {epoch, seq, now, since, entries}
 """
 
-RETRACT = """
+RETRACT = (
+    _LATE
+    + """
 -- KEYS: log. ARGV: key, channel, deadline
 local t = redis.call('TIME')
-if ARGV[3] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[3]) then
-  return false
-end
+if late(t, ARGV[3]) then return false end
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 local count = 0
 local key = ARGV[1]
@@ -110,15 +120,16 @@ end
 redis.call('PUBLISH', ARGV[2], 'r' .. key)
 return count
 """
+)
 
 # A name's value: owner '\\n' name. The owner's node: the owner up to its last '/'.
-CLAIM = """
+CLAIM = (
+    _LATE
+    + """
 -- KEYS: name key.
 -- ARGV: prefix, owner, name, lease_ms, takeover, this node, released owner, deadline
 local t = redis.call('TIME')
-if ARGV[8] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[8]) then
-  return false
-end
+if late(t, ARGV[8]) then return false end
 local v = redis.call('GET', KEYS[1])
 local value = ARGV[2] .. '\\n' .. ARGV[3]
 if v then
@@ -140,13 +151,14 @@ end
 redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
 return {1, false}
 """
+)
 
-ROUTE = """
+ROUTE = (
+    _LATE
+    + """
 -- KEYS: name key. ARGV: prefix, this node, request id, payload kind, payload, deadline
 local t = redis.call('TIME')
-if ARGV[6] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[6]) then
-  return false
-end
+if late(t, ARGV[6]) then return false end
 local v = redis.call('GET', KEYS[1])
 if not v then return {0} end
 local nl = string.find(v, '\\n', 1, true)
@@ -160,6 +172,7 @@ local n = redis.call('PUBLISH', ARGV[1] .. ':to:' .. node,
 if n == 0 then return {0} end
 return {1, name}
 """
+)
 
 BATCH_OPS = """
 -- ARGV: triples (op, a, b) then their keys after ARGV[1] = number of ops
@@ -276,16 +289,16 @@ def sharded(script: str) -> str:
     return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
 
 
-C_CLAIM = """
+C_CLAIM = (
+    _LATE
+    + """
 -- KEYS: name key.
 -- ARGV: owner, name, lease_ms, takeover, released owner, deadline, expected holder,
 --       whether the expected holder's node is alive ('1' or '0')
 -- Returns {1, false} (free), {1, held, spelling} (taken over), {0, held, spelling}
 -- (refused), or {-1, held, spelling}: held by another than expected; look again.
 local t = redis.call('TIME')
-if ARGV[6] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[6]) then
-  return false
-end
+if late(t, ARGV[6]) then return false end
 local v = redis.call('GET', KEYS[1])
 local value = ARGV[1] .. '\\n' .. ARGV[2]
 if v then
@@ -304,6 +317,7 @@ end
 redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
 return {1, false}
 """
+)
 
 C_RECLAIM = """
 -- KEYS: name key. ARGV: value, lease_ms, expected holder, whether its node is alive.
@@ -318,27 +332,29 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-C_ROUTE = """
+C_ROUTE = (
+    _LATE
+    + """
 -- KEYS: name key. ARGV: deadline. Returns false (too late), {} (free) or {owner, name}.
 local t = redis.call('TIME')
-if ARGV[1] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[1]) then
-  return false
-end
+if late(t, ARGV[1]) then return false end
 local v = redis.call('GET', KEYS[1])
 if not v then return {} end
 local nl = string.find(v, '\\n', 1, true)
 return {string.sub(v, 1, nl - 1), string.sub(v, nl + 1)}
 """
+)
 
-C_SEND = """
+C_SEND = (
+    _LATE
+    + """
 -- KEYS: a node's shard channel (declared for its slot). ARGV: deadline, message.
 -- Returns false (too late) or the number of nodes that received it (0 or 1).
 local t = redis.call('TIME')
-if ARGV[1] ~= '0' and t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[1]) then
-  return false
-end
+if late(t, ARGV[1]) then return false end
 return redis.call('SPUBLISH', KEYS[1], ARGV[2])
 """
+)
 
 C_OP = """
 -- KEYS: the key of one outbox operation. ARGV: op, a, b (as in BATCH_OPS).
