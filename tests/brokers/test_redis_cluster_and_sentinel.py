@@ -237,7 +237,8 @@ async def test_a_stopped_shard_fails_calls_within_the_timeout_then_the_nodes_com
                 paused = trio.current_time()
                 with pytest.raises(BrokerUnavailable):
                     await b.publish("q", b"stuck", kind=1, key=None, options=KEEP)
-                assert trio.current_time() - paused < 0.5 + 0.2
+                # The 0.5 s timeout, not a wait for the resume that comes after it.
+                assert trio.current_time() - paused < 2.0
                 assert b.state is BrokerState.DOWN
                 await trio.sleep(1.0)
             finally:

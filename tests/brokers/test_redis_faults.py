@@ -63,7 +63,7 @@ async def test_killed_redis_is_down_at_once_then_the_nodes_come_back_whole(
                 start = trio.current_time()
                 with pytest.raises(BrokerUnavailable):
                     await call()
-                assert trio.current_time() - start < 0.05  # at once, not after a timeout
+                assert trio.current_time() - start < 0.25  # at once, not after the 0.5 s timeout
             a.note_presence("q", "Zoe", 1)  # recorded while down, sent once back
 
             fresh_redis.start()  # the same port, no data: a new epoch
@@ -108,18 +108,22 @@ async def test_stopped_redis_fails_calls_within_the_timeout_and_blocks_nobody(
             paused = trio.current_time()
             with pytest.raises(BrokerUnavailable):
                 await publish(b, "stuck")
-            assert trio.current_time() - paused < 0.5 + 0.2  # operation_timeout, not forever
+            # Bounded by the operation timeout (0.5 s), not by the 3 s pause; the margin is for a
+            # loaded machine, the wrong behaviour waits out the pause.
+            assert trio.current_time() - paused < 1.5
             assert b.state is BrokerState.DOWN
             start = trio.current_time()
             with pytest.raises(BrokerUnavailable):
                 await b.claim("Hugo", b.owner(1))
-            assert trio.current_time() - start < 0.05  # down: refused at once
+            assert trio.current_time() - start < 0.25  # down: refused, no 0.5 s wait for Redis
             await wait_until(lambda: a.state is BrokerState.DOWN, within=2)  # its heartbeat
             await trio.sleep(3 - (trio.current_time() - paused))
             fresh_redis.resume()
             gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
             assert len(ticks) > 100
-            assert max(gaps) < 0.25  # the event loop never stalled
+            # The event loop never stalled: a blocking call would stop the ticker for the whole
+            # pause (3 s); a loaded machine delays a 20 ms tick by far less than 1 s.
+            assert max(gaps) < 1.0
 
             await wait_until(lambda: states(cluster) == [BrokerState.UP] * 2, within=5)
             # Gina's lease ran out during the pause (Redis's clock went on); re-claimed.
@@ -210,7 +214,7 @@ async def test_connecting_until_redis_answers_then_up(fresh_redis: RedisServer) 
             start = trio.current_time()
             with pytest.raises(BrokerUnavailable):
                 await publish(broker, "early")
-            assert trio.current_time() - start < 0.05
+            assert trio.current_time() - start < 0.25  # not after the 0.5 s timeout
             assert broker.statistics().state is BrokerState.CONNECTING
             assert broker.describe()["state"] == "connecting"
             fresh_redis.start()
@@ -232,7 +236,9 @@ async def test_leaving_while_redis_is_stopped_takes_at_most_the_timeout(
             fresh_redis.pause()
             start = trio.current_time()
             nursery.cancel_scope.cancel()
-        assert trio.current_time() - start < 0.5 + 0.3  # the leave gave up after the timeout
+        # The leave gave up after the 0.5 s timeout (without one it would wait for the resume,
+        # which comes after it); the margin is for a loaded machine.
+        assert trio.current_time() - start < 2.0
         fresh_redis.resume()
 
 
