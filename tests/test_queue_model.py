@@ -232,7 +232,7 @@ def test_buffer_and_lane_defaults() -> None:
     assert (lane.priority, lane.quota, lane.gap) == (0, None, None)
     assert not lane
     assert buffer.remove_lane("missing") is None
-    bare = Lane("q", priority=0, quota=None, order=1)
+    bare = Lane("q", priority=0, quota=None)
     assert bare.gap is None
     assert not bare
 
@@ -755,7 +755,7 @@ def sized(seq: int, size: int = 10) -> Message:
 
 
 def test_a_lane_is_not_held_unless_told() -> None:
-    assert Lane("q", priority=0, quota=None, order=1).held is False
+    assert Lane("q", priority=0, quota=None).held is False
     buffer = SubscriberBuffer(4)
     assert buffer.add_lane("q").held is False
     assert buffer.add_lane("h", held=True).held is True

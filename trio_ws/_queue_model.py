@@ -196,7 +196,7 @@ def encode_body(
     message: dict[str, Any] | str | bytes | bytearray | memoryview, dumps: Any
 ) -> tuple[bytes, int]:
     """The body and :class:`PayloadKind` of a message to publish (``dumps`` encodes JSON)."""
-    if type(message) is str:
+    if isinstance(message, str):
         return message.encode(), PayloadKind.TEXT
     if isinstance(message, dict):
         if "seq" in message:
@@ -204,8 +204,6 @@ def encode_body(
         return dumps(message).encode(), PayloadKind.JSON
     if isinstance(message, bytes | bytearray | memoryview):
         return bytes(message), PayloadKind.BINARY
-    if isinstance(message, str):
-        return message.encode(), PayloadKind.TEXT
     raise TypeError(f"cannot publish {type(message).__name__}; use dict, str or bytes")
 
 
@@ -215,7 +213,7 @@ def make_message(
     """The :class:`Message` numbered ``seq`` for a published body (see :class:`PayloadKind`)."""
     if kind == PayloadKind.JSON:
         tail = b'"seq":%d}' % seq
-        payload = body[:-1] + (tail if len(body) <= 2 else b"," + tail)
+        payload = body[:-1] + (tail if body == b"{}" else b"," + tail)
         opcode = 1
     else:
         payload = body
@@ -318,8 +316,6 @@ class History:
         when handed out). ``since`` at or beyond the last seq replays nothing.
         """
         since = max(since, 0)
-        if since >= self.seq:
-            return None, []
         kept = self.kept
         start = len(kept)  # index of the first kept message after since
         for index in range(len(kept) - 1, -1, -1):
@@ -343,13 +339,12 @@ class Lane:
     its replay. :meth:`SubscriberBuffer.release_lane` puts the replay in front.
     """
 
-    __slots__ = ("gap", "held", "messages", "notices", "order", "priority", "queue", "quota")
+    __slots__ = ("gap", "held", "messages", "notices", "priority", "queue", "quota")
 
-    def __init__(self, queue: Hashable, *, priority: int, quota: int | None, order: int) -> None:
+    def __init__(self, queue: Hashable, *, priority: int, quota: int | None) -> None:
         self.queue = queue
         self.priority = priority
         self.quota = quota
-        self.order = order
         self.notices: list[bytes] = []
         self.gap: Gap | None = None
         self.messages: deque[Message] = deque()
@@ -401,7 +396,7 @@ class SubscriberBuffer:
         """Bytes of the frames of the messages waiting."""
         self.lanes: dict[Hashable, Lane] = {}
         self._order: list[Lane] = []
-        self._subscriptions = 0
+        """The lanes by priority, then in subscription order (appended, stable sort)."""
 
     def __bool__(self) -> bool:
         """Whether anything at all is waiting."""
@@ -423,8 +418,7 @@ class SubscriberBuffer:
         A ``held`` lane waits for its replay (:meth:`release_lane`) and hands nothing out.
         """
         assert queue not in self.lanes
-        self._subscriptions += 1
-        lane = Lane(queue, priority=priority, quota=quota, order=self._subscriptions)
+        lane = Lane(queue, priority=priority, quota=quota)
         lane.held = held
         lane.notices.extend(notices)
         lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
@@ -433,7 +427,7 @@ class SubscriberBuffer:
         self.bytes += sum(len(m.frame) for m in lane.messages)
         self.lanes[queue] = lane
         self._order.append(lane)
-        self._order.sort(key=lambda ln: (-ln.priority, ln.order))
+        self._order.sort(key=lambda ln: -ln.priority)
         return lane
 
     def release_lane(
@@ -464,7 +458,9 @@ class SubscriberBuffer:
         held_gap = lane.gap
         if held_gap is not None and held_gap.last > seq:
             first = gap.first if gap is not None else replay[0].seq if replay else seq + 1
-            lane.gap = Gap(min(first, max(held_gap.first, seq + 1)), held_gap.last, queue)
+            # From where the replay starts (at or before seq + 1, so also covering what was
+            # dropped while held) to the last live message dropped.
+            lane.gap = Gap(first, held_gap.last, queue)
         else:
             lane.gap = None if gap is None else Gap(gap.first, gap.last, queue)
             live.extendleft(reversed(replay))
@@ -549,7 +545,7 @@ class SubscriberBuffer:
             if not messages:
                 continue
             quota = lane.quota
-            if budget is None and (quota is None or quota >= len(messages)):
+            if budget is None and quota is None:  # all of it, at once
                 taken = len(messages)
                 self.bytes -= sum(len(m.frame) for m in messages)
                 out.extend(m for m in messages if not m.retracted)

@@ -34,6 +34,7 @@ tells the runtime when a message started, so it can enforce a deadline for finis
 from __future__ import annotations
 
 import codecs
+import encodings.utf_8
 import enum
 import struct
 import sys
@@ -65,7 +66,7 @@ _UNLIMITED = sys.maxsize
 # Enum member lookups cost ~150 ns each on CPython 3.11; the per-message paths use these.
 _TEXT = int(Opcode.TEXT)
 _BINARY = int(Opcode.BINARY)
-_utf8_incremental = codecs.getincrementaldecoder("utf-8")
+_utf8_incremental = encodings.utf_8.IncrementalDecoder
 _pack_close = struct.Struct("!H").pack
 _unpack_close = struct.Struct("!H").unpack_from
 _pack_2 = struct.Struct("!BB").pack
@@ -128,10 +129,10 @@ def _compressed_budget(raw_budget: int) -> int:
 
 def _truncate_reason(reason: str) -> bytes:
     """Encode a close reason to at most 123 bytes without splitting a UTF-8 sequence."""
-    data = reason.encode("utf-8")
+    data = reason.encode()
     if len(data) <= MAX_CONTROL_PAYLOAD - 2:
         return data
-    return data[: MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore").encode("utf-8")
+    return data[: MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()
 
 
 @attrs.frozen(slots=True)
@@ -269,7 +270,7 @@ class WebSocketProtocol:
                 ):
                     # The common case, kept short: one unfragmented, uncompressed text frame.
                     try:
-                        self._events.append(TextMessage(frame.payload.decode("utf-8")))
+                        self._events.append(TextMessage(frame.payload.decode()))
                     except UnicodeDecodeError:
                         raise RemoteProtocolError(
                             "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
@@ -410,7 +411,7 @@ class WebSocketProtocol:
             held = decoder.getstate()[0]
             if len(held) >= 2:
                 need = (2 if held[0] < 0xE0 else 3 if held[0] < 0xF0 else 4) - len(held)
-                (held + b"\x80" * need).decode("utf-8")
+                (held + b"\x80" * need).decode()
         except UnicodeDecodeError:
             # Fails as soon as an invalid sequence arrives, even mid-message (§8.1).
             raise RemoteProtocolError(
@@ -433,7 +434,7 @@ class WebSocketProtocol:
             self._msg_fragments = 0
         elif opcode == _TEXT:
             try:
-                event = TextMessage(payload.decode("utf-8"))
+                event = TextMessage(payload.decode())
             except UnicodeDecodeError:
                 raise RemoteProtocolError(
                     "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
@@ -492,7 +493,7 @@ class WebSocketProtocol:
         if not is_valid_close_code(code):
             raise RemoteProtocolError(f"invalid close code {code}")
         try:
-            reason = payload[2:].decode("utf-8")
+            reason = payload[2:].decode()
         except UnicodeDecodeError:
             raise RemoteProtocolError(
                 "invalid UTF-8 in the close reason", close_code=CloseCode.INVALID_DATA
@@ -543,7 +544,7 @@ class WebSocketProtocol:
 
     def send_text(self, data: str, *, final: bool = True) -> None:
         """Queue a text message, or a fragment of one when ``final`` is False."""
-        self._send_data(_TEXT, data.encode("utf-8"), final)
+        self._send_data(_TEXT, data.encode(), final)
 
     def send_bytes(self, data: bytes | bytearray | memoryview, *, final: bool = True) -> None:
         """Queue a binary message, or a fragment of one when ``final`` is False."""
@@ -597,4 +598,4 @@ class WebSocketProtocol:
     def _queue_close(self, code: int, reason: str) -> None:
         data = _truncate_reason(reason)
         self._out.append(self._frame(Opcode.CLOSE, _pack_close(code) + data))
-        self.close_sent = Close(code, data.decode("utf-8"))
+        self.close_sent = Close(code, data.decode())

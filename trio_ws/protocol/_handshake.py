@@ -24,7 +24,6 @@ connection that takes over.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import hashlib
 import http
@@ -79,8 +78,8 @@ def accept_key(key: str) -> str:
     ``base64(sha1(key + GUID))``; the RFC's example key ``dGhlIHNhbXBsZSBub25jZQ==`` gives
     ``s3pPLMBiTxaQ9kYGzzhZRbK+xOo=``.
     """
-    digest = hashlib.sha1((key + GUID).encode("ascii"), usedforsecurity=False).digest()
-    return base64.b64encode(digest).decode("ascii")
+    digest = hashlib.sha1((key + GUID).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,8 +169,8 @@ def _split_head(head: bytes, max_headers: int) -> tuple[str, list[tuple[str, str
 
 
 def _get_all(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
-    lowered = name.lower()
-    return [value for key, value in headers if key.lower() == lowered]
+    """The values of every ``name`` header; ``name`` is lowercase (callers spell it so)."""
+    return [value for key, value in headers if key.lower() == name]
 
 
 def _tokens(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
@@ -226,7 +225,8 @@ class Request:
         # Parsed once, here, so that bad syntax in an upgrade request is a 400 from
         # receive_data rather than an exception from a property later.
         try:
-            offers = tuple(parse_extensions(", ".join(self.get_all("Sec-WebSocket-Extensions"))))
+            offered = ", ".join(_get_all(self.headers, "sec-websocket-extensions"))
+            offers = tuple(parse_extensions(offered))
         except RemoteProtocolError:
             if self.is_websocket:
                 raise
@@ -236,7 +236,7 @@ class Request:
         # value that is not one could only be echoed into an invalid 101 response.
         subprotocols = tuple(
             token
-            for value in self.get_all("Sec-WebSocket-Protocol")
+            for value in _get_all(self.headers, "sec-websocket-protocol")
             for token in parse_token_list(value)
         )
         for token in subprotocols:
@@ -254,7 +254,7 @@ class Request:
 
     def get_all(self, name: str) -> list[str]:
         """The values of every header called ``name`` (case-insensitive), in order."""
-        return _get_all(self.headers, name)
+        return _get_all(self.headers, name.lower())
 
     @property
     def host(self) -> str | None:
@@ -327,7 +327,7 @@ def _parse_request(head: bytes, max_headers: int) -> Request:
         # RFC 7231 §6.6.6: 505 HTTP Version Not Supported.
         raise RemoteProtocolError(f"unsupported HTTP version {version!r}", http_status=505)
     http_version = f"{match.group(1)}.{match.group(2)}"
-    hosts = _get_all(headers, "Host")
+    hosts = _get_all(headers, "host")
     # RFC 7230 §5.4: "A server MUST respond with a 400 (Bad Request) status code to any
     # HTTP/1.1 request message that lacks a Host header field and to any request message
     # that contains more than one Host header field".
@@ -335,7 +335,7 @@ def _parse_request(head: bytes, max_headers: int) -> Request:
         raise _bad_request("more than one Host header")
     if not hosts and http_version != "1.0":
         raise _bad_request("missing Host header")
-    is_websocket = "websocket" in _tokens(headers, "Upgrade")
+    is_websocket = "websocket" in _tokens(headers, "upgrade")
     if is_websocket:
         _check_upgrade(method, http_version, headers)
     path, _, query = target.partition("?")
@@ -358,26 +358,26 @@ def _check_upgrade(method: str, http_version: str, headers: list[tuple[str, str]
     if http_version == "1.0":
         raise _bad_request("WebSocket upgrade over HTTP/1.0; HTTP/1.1 is required")
     # §4.2.1 item 2: "A |Host| header field" (its presence was checked for HTTP/1.1 already).
-    if not _get_all(headers, "Host"):
+    if not _get_all(headers, "host"):
         raise _bad_request("missing Host header")
     # §4.2.1 item 4: "A |Connection| header field that includes the token 'Upgrade'".
-    if "upgrade" not in _tokens(headers, "Connection"):
+    if "upgrade" not in _tokens(headers, "connection"):
         raise _bad_request("Connection header lacks the Upgrade token")
     # §4.2.1 item 5: "A |Sec-WebSocket-Key| header field with a base64-encoded value that,
     # when decoded, is 16 bytes in length".
-    keys = _get_all(headers, "Sec-WebSocket-Key")
+    keys = _get_all(headers, "sec-websocket-key")
     if not keys:
         raise _bad_request("missing Sec-WebSocket-Key header")
     if len(keys) > 1:
         raise _bad_request("more than one Sec-WebSocket-Key header")
     try:
-        raw_key = base64.b64decode(keys[0].encode("ascii"), validate=True)
-    except (UnicodeEncodeError, binascii.Error):
+        raw_key = base64.b64decode(keys[0], validate=True)  # a str: ASCII only
+    except ValueError:  # not ASCII, or binascii.Error: not base64
         raise _bad_request(f"Sec-WebSocket-Key {keys[0][:64]!r} is not base64") from None
     if len(raw_key) != 16:
         raise _bad_request(f"Sec-WebSocket-Key {keys[0][:64]!r} does not decode to 16 bytes")
     # §4.2.1 item 6: "A |Sec-WebSocket-Version| header field, with a value of 13".
-    versions = _get_all(headers, "Sec-WebSocket-Version")
+    versions = _get_all(headers, "sec-websocket-version")
     if not versions:
         raise _bad_request("missing Sec-WebSocket-Version header")
     if versions != ["13"]:
@@ -515,7 +515,7 @@ class ServerHandshake:
         if self._state is _ServerState.RESPONDED:
             raise LocalProtocolError("the handshake was answered already")
         fields = list(headers)
-        if status == 426 and not _get_all(fields, "Sec-WebSocket-Version"):
+        if status == 426 and not _get_all(fields, "sec-websocket-version"):
             fields.append(("Sec-WebSocket-Version", "13"))
         response = build_response(status, headers=fields, body=body, content_type=content_type)
         self._state = _ServerState.RESPONDED
@@ -554,17 +554,17 @@ def build_response(
         reason = http.HTTPStatus(status).phrase
     except ValueError:
         reason = ""
-    payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    payload = body.encode() if isinstance(body, str) else bytes(body)
     fields = list(headers)
     has_body = not (status < 200 or status in _NO_BODY_STATUSES)
     if not has_body and payload:
         raise LocalProtocolError(f"a {status} response cannot have a body")
     if has_body:
-        if content_type is not None and not _get_all(fields, "Content-Type"):
+        if content_type is not None and not _get_all(fields, "content-type"):
             fields.append(("Content-Type", content_type))
-        if not _get_all(fields, "Content-Length"):
+        if not _get_all(fields, "content-length"):
             fields.append(("Content-Length", str(len(payload))))
-    if not keep_alive and not _get_all(fields, "Connection"):
+    if not keep_alive and not _get_all(fields, "connection"):
         fields.append(("Connection", "close"))
     _check_outgoing_headers(fields)
     return _render(f"HTTP/1.1 {status} {reason}".rstrip(" "), fields) + payload
@@ -646,7 +646,7 @@ class ClientHandshake:
         self._subprotocols = tuple(subprotocols)
         self._extension_names = frozenset(offer.name for offer in offered)
         # §4.1 item 7: "a randomly selected 16-byte value that has been base64-encoded".
-        self.key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.key = base64.b64encode(os.urandom(16)).decode()
         fields = [
             ("Host", host),
             ("Upgrade", "websocket"),
@@ -726,16 +726,16 @@ class ClientHandshake:
             raise InvalidStatus(Response(status, tuple(headers), None, ()), rest)
         # §4.1 items 2 to 6 of the response checks: "If ... the client MUST _Fail the
         # WebSocket Connection_".
-        if "websocket" not in _tokens(headers, "Upgrade"):
+        if "websocket" not in _tokens(headers, "upgrade"):
             raise RemoteProtocolError("101 response without Upgrade: websocket")
-        if "upgrade" not in _tokens(headers, "Connection"):
+        if "upgrade" not in _tokens(headers, "connection"):
             raise RemoteProtocolError("101 response without Connection: Upgrade")
-        accepts = _get_all(headers, "Sec-WebSocket-Accept")
+        accepts = _get_all(headers, "sec-websocket-accept")
         if accepts != [accept_key(self.key)]:
             raise RemoteProtocolError("wrong or missing Sec-WebSocket-Accept")
         protocols = [
             token
-            for value in _get_all(headers, "Sec-WebSocket-Protocol")
+            for value in _get_all(headers, "sec-websocket-protocol")
             for token in parse_token_list(value)
         ]
         if len(protocols) > 1:
@@ -745,7 +745,7 @@ class ClientHandshake:
             raise RemoteProtocolError(f"server chose subprotocol {subprotocol!r}, not offered")
         # §4.1 item 5 of the response checks: an extension "not present in the client's
         # handshake" fails the connection.
-        accepted = ", ".join(_get_all(headers, "Sec-WebSocket-Extensions"))
+        accepted = ", ".join(_get_all(headers, "sec-websocket-extensions"))
         extensions = tuple(parse_extensions(accepted))
         for extension in extensions:
             if extension.name not in self._extension_names:

@@ -184,10 +184,14 @@ _TRANSITIONS: dict[_State, dict[_Event, tuple[_State, ...]]] = {
 }
 
 
-def _reject_constant(name: str) -> NoReturn:
+class _NotJson(ValueError):
+    """``NaN`` or ``Infinity``: answered as any other invalid JSON."""
+
+
+def _reject_constant(_name: str) -> NoReturn:
     # Python's json accepts NaN and Infinity, which are not JSON (RFC 8259 §6) and which
     # a browser's JSON.parse would choke on if a service echoed them back.
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotJson
 
 
 # One decoder, built once: json.loads() with arguments would build a new one per call.
