@@ -98,7 +98,8 @@ class MemoryStore:
                 return
 
     def epoch_of(self, queue: str) -> str:
-        return self.epochs.get(queue, self.epoch)
+        """The epoch of a kept history (:meth:`history` makes one first)."""
+        return self.epochs[queue]
 
     def append(self, history: History, message: Message) -> None:
         """Keep ``message`` within the queue's budgets and the store's: over the store's,
