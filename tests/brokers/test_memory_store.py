@@ -31,7 +31,12 @@ def kept(store: MemoryStore, queue: str) -> list[int]:
 
 
 def kept_bytes(store: MemoryStore) -> int:
-    return sum(len(m.frame) for h in store.histories.values() for m in h.kept)
+    """The bytes the store holds, counted afresh; also checks its own counts of them."""
+    histories = store.histories.values()
+    total = sum(len(m.frame) for h in histories for m in h.kept)
+    assert store.history_bytes == total
+    assert store._kept == sum(len(h.kept) for h in histories)
+    return total
 
 
 # ---------------------------------------------------------------- the store's limits
@@ -60,7 +65,8 @@ async def test_past_max_histories_the_least_recently_published_one_is_forgotten(
     await publish(node, "q1", "a")
     await publish(node, "q2", "b")
     await publish(node, "q2", "c")
-    await publish(node, "q1", "d")  # q1 is now the most recent
+    await publish(node, "q1", "d")
+    await publish(node, "q1", "e")  # q1 is now the most recent, with more kept than q2
     assert [store.epochs["q1"], store.epochs["q2"]] == [f"{store.epoch}-1", f"{store.epoch}-2"]
     forgotten = store.histories["q2"]
     before = store.history_bytes
@@ -69,7 +75,7 @@ async def test_past_max_histories_the_least_recently_published_one_is_forgotten(
     assert store.epochs == {"q1": f"{store.epoch}-1", "q3": f"{store.epoch}-3"}
     assert store.history_bytes == kept_bytes(store) < before
     assert (len(forgotten.kept), forgotten.bytes) == (0, 0)  # its memory goes with it
-    assert kept(store, "q1") == [1, 2]
+    assert kept(store, "q1") == [1, 2, 3]
     # q2 comes back under a new epoch, numbered from 1 again; a replay names that epoch.
     assert await publish(node, "q2", "f") == 1
     assert store.epochs["q2"] == f"{store.epoch}-4"
@@ -100,8 +106,10 @@ async def test_a_history_follows_the_options_it_is_published_with() -> None:
     await publish(node, "q", "a", first)
     history = store.histories["q"]
     assert (history.size, history.ttl, history.max_bytes) == (3, 30.0, 4096)
-    await publish(node, "q", "b", QueueOptions(history=5, max_history_bytes=None, ttl=None))
+    await publish(node, "q", "b", QueueOptions(history=5, max_history_bytes=8192, ttl=60.0))
     assert store.histories["q"] is history
+    assert (history.size, history.ttl, history.max_bytes) == (5, 60.0, 8192)
+    await publish(node, "q", "c", QueueOptions(history=5, max_history_bytes=None, ttl=None))
     assert (history.size, history.ttl, history.max_bytes) == (5, None, None)
 
 
@@ -138,14 +146,14 @@ async def test_the_budget_skips_what_a_queue_evicted_itself() -> None:
 async def test_the_publish_order_is_pruned_so_it_stays_bounded() -> None:
     store = MemoryStore()
     node = MemoryBroker(store=store)
-    two = QueueOptions(history=2, max_history_bytes=None)
+    three = QueueOptions(history=3, max_history_bytes=None)
     lengths = []
-    for i in range(69):
-        await publish(node, "q", str(i), two)
+    for i in range(71):
+        await publish(node, "q", str(i), three)
         lengths.append(len(store._order))
-    # Two kept: pruned as soon as it holds more than 2 * 2 + 64 entries, down to the two.
-    assert max(lengths) == 2 * 2 + 64
-    assert lengths[66:] == [67, 68, 2]
+    # Three kept: pruned once it holds more than 2 * 3 + 64 entries, down to the three.
+    assert max(lengths) == 2 * 3 + 64
+    assert lengths[68:] == [69, 70, 3]
     history = store.histories["q"]
     assert [m for _, m in store._order] == list(history.kept)
     assert all(h is history for h, _ in store._order)
@@ -204,8 +212,9 @@ async def test_a_running_node_renews_its_lease_and_a_stopped_one_frees_its_names
     async with trio.open_nursery() as nursery:
         await nursery.start(a.run)
         assert (await a.claim("Ann", a.owner(1))).granted
-        await trio.sleep(10)  # more than three leases: renewed every second
-        assert await b.claim("ann", b.owner(1)) == Claim(False, a.owner(1), "Ann")
+        for _ in range(10):  # more than three leases: renewed every second
+            await trio.sleep(1)
+            assert await b.claim("ann", b.owner(1)) == Claim(False, a.owner(1), "Ann")
         assert await b.route("Ann", "hello") is False  # a's callback refuses by default
         monkeypatch.setattr(a, "_leave", lambda: None)  # it dies without a word
         nursery.cancel_scope.cancel()

@@ -66,9 +66,7 @@ class MemoryStore:
     def history(self, queue: str, options: QueueOptions) -> History:
         histories = self.histories
         history = histories.pop(queue, None)
-        if history is not None:
-            histories[queue] = history  # the most recently used last
-        else:
+        if history is None:
             if len(histories) >= self.max_histories:
                 self._forget_one()
             history = histories[queue] = History(
@@ -76,6 +74,8 @@ class MemoryStore:
             )
             self._made += 1
             self.epochs[queue] = f"{self.epoch}-{self._made}"
+            return history
+        histories[queue] = history  # the most recently used last
         if (history.size, history.ttl, history.max_bytes) != (
             options.history,
             options.ttl,
@@ -189,7 +189,6 @@ class MemoryBroker(Broker):
             per_node.pop(self.node_id, None)
         for listeners in store.listeners.values():
             listeners.pop(self, None)
-        self._alive_until = math.inf
 
     def _live(self, node_id: str) -> MemoryBroker | None:
         node = self.store.nodes.get(node_id)
@@ -218,7 +217,7 @@ class MemoryBroker(Broker):
     ) -> int:
         store = self.store
         history = store.history(queue, options)
-        now = trio.current_time() if history.ttl is not None else 0.0
+        now = trio.current_time()  # what a ttl counts from
         message = make_message(history.seq + 1, body, kind, key=key, time=now)
         store.append(history, message)
         listeners = store.listeners.get(queue)
@@ -237,8 +236,7 @@ class MemoryBroker(Broker):
             return Replay(history.seq, current)
         if epoch is not None and epoch != current:
             since = 0  # numbers from another epoch mean nothing here
-        now = trio.current_time() if history.ttl is not None else 0.0
-        gap, messages = history.replay(since, now)
+        gap, messages = history.replay(since, trio.current_time())
         return Replay(history.seq, current, gap, messages)
 
     async def retract(self, queue: str, key: str) -> int:
@@ -249,7 +247,7 @@ class MemoryBroker(Broker):
         return count
 
     async def listen(self, queue: str) -> None:
-        self.store.listeners.setdefault(queue, {})[self] = None
+        self.store.listeners.setdefault(queue, {}).setdefault(self)  # an ordered set
 
     def unlisten(self, queue: str) -> None:
         listeners = self.store.listeners.get(queue)
