@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ expect.set_options(timeout=10_000)
 class ServerThread:
     """The demo app served by ``trio.run`` in a daemon thread; stoppable and restartable."""
 
-    def __init__(self, **app_kwargs: Any) -> None:
+    def __init__(self, factory: Callable[..., Any] = create_app, **app_kwargs: Any) -> None:
+        self.factory = factory
         self.app_kwargs = app_kwargs
         self.port = 0
         self.app: Any = None
@@ -70,7 +71,7 @@ class ServerThread:
         outcome: dict[str, Any] = {}
 
         async def main() -> None:
-            self.app = create_app(**self.app_kwargs)
+            self.app = self.factory(**self.app_kwargs)
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._token = trio.lowlevel.current_trio_token()
