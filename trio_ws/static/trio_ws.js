@@ -378,11 +378,8 @@ export class Client extends EventTarget {
   send(message) {
     if (this.state !== "connected" || !this._ws) return false;
     this._write(message);
-    const index = this._sent;
-    if (replyKey(message) === null) {
-      this._unanswered.push({ index, type: String(message.type) });
-      if (this._unanswered.length > MAX_UNANSWERED) this._unanswered.shift();
-    }
+    this._unanswered.push({ index: this._sent, type: String(message.type) });
+    if (this._unanswered.length > MAX_UNANSWERED) this._unanswered.shift();
     return true;
   }
 
