@@ -621,6 +621,20 @@ def test_offline_pauses_reconnecting_and_online_resumes_at_once(browser: Browser
         events = [e[0] for e in page.evaluate("window.t.events")]
         assert events == ["offline", "online"]  # back through `online`, not a timer
         assert page.evaluate("window.t.welcomes")[-1]["resumed"] is True
+
+        # Dropped while online: the next attempt is due in ten minutes. Going offline
+        # cancels it; coming back online connects at once.
+        srv.run(drop)
+        page.wait_for_function("window.t.client.state === 'reconnecting'")
+        context.set_offline(True)
+        page.wait_for_function("window.t.client.state === 'offline'")
+        more = [f"offline again {i}" for i in range(5)]
+        publisher.publish("lobby", more)
+        context.set_offline(False)
+        wait_texts(page, "lobby", more)
+        events = [e[0] for e in page.evaluate("window.t.events")]
+        assert events == ["offline", "online", "reconnecting", "offline", "online"]
+        assert len(page.evaluate("window.t.welcomes")) == 3
         assert_nothing_missed(page, "lobby", 0)
     finally:
         publisher.close()
