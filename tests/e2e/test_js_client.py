@@ -219,7 +219,7 @@ START = """
 async ([options, groups]) => {
   const mod = await import("/trio_ws.js");
   const t = window.t = {mod, received: {}, texts: {}, gaps: [], resets: [], closes: [],
-                        states: [], welcomes: [], events: [], loginerrors: []};
+                        states: [], welcomes: [], events: [], loginerrors: [], errors: []};
   const client = t.client = new mod.Client(eval(`(${options})`));
   for (const type of ["offline", "online", "reconnecting"]) {
     client.addEventListener(type, (ev) => t.events.push([type, ev.detail]));
@@ -229,6 +229,7 @@ async ([options, groups]) => {
   client.on("welcome", (d) => t.welcomes.push(d));
   client.on("reset", (d) => t.resets.push(d));
   client.on("loginerror", (d) => t.loginerrors.push(d));
+  client.on("error", (e) => t.errors.push(e.code));
   for (const group of groups) {
     t.received[group] = [];
     t.texts[group] = [];
@@ -523,6 +524,31 @@ def test_requests_get_their_replies_and_errors_go_where_they_belong(page: Page) 
     assert out["bad"] == "bad_message"  # 'stream' is the ticker's: refused, and rejected
     assert out["noReply"] == "TypeError"  # a publish has no reply to wait for
     assert out["errors"] == [["unknown_recipient", "routed"]]
+
+
+def test_a_subscribe_refused_for_now_is_tried_again(page: Page) -> None:
+    # rate_limited (like broker_unavailable) means "not now": the subscription is kept
+    # and sent again with backoff, not dropped.
+    srv = ServerThread(config=trio_ws.ServerConfig(rate_limit=(3, 1.0)))
+    srv.start()
+    groups = [f"g{i}" for i in range(6)]
+    try:
+        page.goto(f"{srv.base}/healthz")
+        options = f"{{name: 'Alice', heartbeatInterval: null, backoff: {FAST}}}"
+        assert start_client(page, options, groups) == "Alice"
+        subscribed(page, groups)
+        # Published by the app itself: a client publishing would be rate limited too.
+        for group in groups:
+            message = {"type": "grouped", "group": group, "from": "app", "text": f"to {group}"}
+            srv.run(srv.app.publish, group, message)
+        for group in groups:
+            wait_texts(page, group, [f"to {group}"])
+        assert "rate_limited" in page.evaluate("window.t.errors")  # refused at first
+        stats = page.evaluate("window.t.client.stats")
+        assert stats["connections"] == 1  # no reconnect was needed
+        assert page.evaluate("window.t.closes") == []
+    finally:
+        srv.stop()
 
 
 def test_a_silent_connection_is_noticed_by_the_heartbeat(page: Page) -> None:

@@ -179,6 +179,8 @@ export class ServerError extends Error {
 
 const REPLY_OF = Object.freeze({ echo: "echo", who: "who", ping: "pong" });
 const MAX_UNANSWERED = 1000;  // fire-and-forget sends remembered for error attribution
+// Refusals of a subscribe that mean "not now" (docs/protocol.md section 6): retried.
+const TRANSIENT_ERRORS = new Set(["broker_unavailable", "rate_limited"]);
 
 /** The reply type (and group) a request waits for, or null for messages without reply. */
 function replyKey(message) {
@@ -233,6 +235,9 @@ export class Subscription {
     this.active = false;
     /** @type {boolean} */
     this.cancelled = false;
+    /** Transient refusals (`broker_unavailable`, `rate_limited`) since the last success.
+     * @type {number} */
+    this.failures = 0;
   }
 
   /** The subscribe request for the current position.
@@ -320,6 +325,8 @@ export class Client extends EventTarget {
     this._timers = new Set();
     this._reconnectTimer = null;
     this._heartbeatTimer = null;
+    /** The socket a heartbeat ping is out on, if any. */
+    this._pingOut = null;
     this._sent = 0;
     /** @type {{index: number, key: string, resolve: Function, reject: Function, timer: any}[]} */
     this._pending = [];
@@ -679,10 +686,23 @@ export class Client extends EventTarget {
 
   _subscribe(sub) {
     sub.active = false;
+    const ws = this._ws;
     this._request({ ...sub.request(), _internal: true }, `subscribed:${sub.group}`, this.options.requestTimeout)
       .catch((err) => {
         if (err.code === "closed" || sub.cancelled) return;  // resubscribed after the reconnect
         if (err.code === "timeout") { this._abort(CLIENT_CLOSE.heartbeat, "subscribe timed out"); return; }
+        if (TRANSIENT_ERRORS.has(err.code)) {
+          // The server says "try again": again on this connection, with backoff; the
+          // subscription keeps its position meanwhile.
+          sub.failures += 1;
+          this._emit("error", err);
+          this._later(() => {
+            if (ws === this._ws && this.state === "connected" && this._subscriptions.get(sub.group) === sub) {
+              this._subscribe(sub);
+            }
+          }, backoffDelay(Math.min(sub.failures, 10), this.options.backoff));
+          return;
+        }
         this._subscriptions.delete(sub.group);
         sub.cancelled = true;
         if (sub.handlers.onError) sub.handlers.onError(err);
@@ -710,6 +730,7 @@ export class Client extends EventTarget {
     sub.epoch = m.epoch;
     sub.resumable = true;
     sub.active = true;
+    sub.failures = 0;
     this._emit("subscribed", { group: sub.group, seq: m.seq, epoch: m.epoch, resumed });
   }
 
@@ -792,27 +813,35 @@ export class Client extends EventTarget {
   // ------------------------------------------------------------------ heartbeat
 
   _scheduleHeartbeat() {
+    this._cancelHeartbeat();
     const every = this.options.heartbeatInterval;
     if (every == null) return;
     this._heartbeatTimer = this._later(() => this._heartbeat(), every);
   }
 
+  _cancelHeartbeat() {
+    if (!this._heartbeatTimer) return;
+    clearTimeout(this._heartbeatTimer);
+    this._timers.delete(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+  }
+
+  /** One ping at a time: a second call while one is out waits for the same pong. */
   _heartbeat() {
-    if (this.state !== "connected") return;
-    if (this._heartbeatTimer) {
-      clearTimeout(this._heartbeatTimer);
-      this._timers.delete(this._heartbeatTimer);
-      this._heartbeatTimer = null;
-    }
+    if (this.state !== "connected" || this._pingOut === this._ws) return;
+    this._cancelHeartbeat();
     const ws = this._ws;
+    this._pingOut = ws;
     const sent = performance.now();
     this._request({ type: "ping" }, "pong", this.options.heartbeatTimeout).then(
       () => {
+        if (this._pingOut === ws) this._pingOut = null;
         if (ws !== this._ws) return;
         this._emit("pong", { rtt: performance.now() - sent });
         this._scheduleHeartbeat();
       },
       (err) => {
+        if (this._pingOut === ws) this._pingOut = null;
         if (ws === this._ws && err.code === "timeout") this._abort(CLIENT_CLOSE.heartbeat, "heartbeat timeout");
       },
     );
