@@ -345,6 +345,15 @@ def test_served_by_every_app_as_a_module_with_its_rules(browser: Browser) -> Non
                           1013, 1014, 4000].filter((c) => !m.retries(c)),
                 bad: (() => { try { m.backoffDelay(0); return "accepted"; }
                               catch (e) { return e.name; } })(),
+                badOptions: [{backoff: {jitter: 2}}, {backoff: {first: 0}},
+                             {backoff: {first: 500, max: 100}}, {requestTimeout: -1}].map((o) => {
+                  try { new m.Client({url: "ws://127.0.0.1:1/ws", ...o}); return "accepted"; }
+                  catch (e) { return e.name; }
+                }),
+                badGroup: (() => {
+                  const c = new m.Client({url: "ws://127.0.0.1:1/ws"});
+                  try { c.subscribe(""); return "accepted"; } catch (e) { return e.name; }
+                })(),
               };
             }"""
         )
@@ -358,6 +367,9 @@ def test_served_by_every_app_as_a_module_with_its_rules(browser: Browser) -> Non
     assert rules["capped"] == 2000
     assert rules["noRetry"] == [1000, 1002, 1003, 1007, 1008, 1009, 1010]
     assert rules["bad"] == "RangeError"
+    # Bad options fail at construction, not at the first drop.
+    assert rules["badOptions"] == ["RangeError"] * 4
+    assert rules["badGroup"] == "TypeError"
 
 
 # ---------------------------------------------------------------------------------------
@@ -524,6 +536,46 @@ def test_requests_get_their_replies_and_errors_go_where_they_belong(page: Page) 
     assert out["bad"] == "bad_message"  # 'stream' is the ticker's: refused, and rejected
     assert out["noReply"] == "TypeError"  # a publish has no reply to wait for
     assert out["errors"] == [["unknown_recipient", "routed"]]
+
+
+def test_a_handler_that_throws_does_not_stop_the_stream(page: Page) -> None:
+    srv = ServerThread()
+    srv.start()
+    try:
+        page.goto(f"{srv.base}/healthz")
+        page.evaluate(
+            """() => {
+              window.reported = [];
+              window.addEventListener("error", (ev) => {
+                ev.preventDefault();
+                window.reported.push(ev.error.message);
+              });
+            }"""
+        )
+        assert start_client(page, "{name: 'Alice'}", []) == "Alice"
+        page.evaluate(
+            """() => {
+              window.seen = [];
+              window.events = [];
+              window.t.client.on("message", (m) => {
+                if (m.type === "grouped") window.events.push(m.seq);
+              });
+              window.t.client.subscribe("boom", {onMessage: (m) => {
+                window.seen.push(m.seq);
+                if (m.seq === 1) throw new Error("handler bug");
+              }});
+            }"""
+        )
+        subscribed(page, ["boom"])
+        with Publisher(srv.port) as publisher:
+            publisher.publish("boom", ["one", "two", "three"])
+        page.wait_for_function("window.seen.length === 3")
+        assert page.evaluate("window.seen") == [1, 2, 3]
+        assert page.evaluate("window.events") == [1, 2, 3]  # the client went on after it
+        assert page.evaluate("window.reported") == ["handler bug"]  # reported, not lost
+        assert page.evaluate("window.t.client.subscriptions.get('boom').lastSeq") == 3
+    finally:
+        srv.stop()
 
 
 def test_a_subscribe_refused_for_now_is_tried_again(page: Page) -> None:

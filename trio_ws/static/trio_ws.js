@@ -83,6 +83,9 @@ export function backoffDelay(attempt, options = {}, random = Math.random) {
   const { first, max, factor, jitter } = { ...DEFAULT_BACKOFF, ...options };
   if (!(attempt >= 1)) throw new RangeError(`attempt must be 1 or more, not ${attempt}`);
   if (!(jitter >= 0 && jitter <= 1)) throw new RangeError(`jitter must be in [0, 1], not ${jitter}`);
+  if (!(first > 0 && max >= first && factor >= 1)) {
+    throw new RangeError(`backoff needs first > 0, max >= first and factor >= 1, not ${JSON.stringify({ first, max, factor })}`);
+  }
   const base = Math.min(max, first * factor ** (attempt - 1));
   return Math.round(base * (1 - jitter + 2 * jitter * random()));
 }
@@ -201,6 +204,18 @@ function keyOfReply(m) {
   return m.type;
 }
 
+/** Call a user's handler; an exception is reported (as an uncaught error would be) but
+ * never breaks the client's own bookkeeping. */
+function callHandler(handler, arg) {
+  if (!handler) return;
+  try {
+    handler(arg);
+  } catch (err) {
+    if (typeof globalThis.reportError === "function") globalThis.reportError(err);
+    else setTimeout(() => { throw err; });
+  }
+}
+
 function defaultURL() {
   const loc = globalThis.location;
   if (!loc) throw new TypeError("no page location: pass options.url");
@@ -302,6 +317,10 @@ export class Client extends EventTarget {
       ...options,
       backoff: { ...DEFAULT_BACKOFF, ...(options.backoff || {}) },
     };
+    backoffDelay(1, this.options.backoff);  // a bad backoff fails here, not at the first drop
+    for (const key of ["openTimeout", "requestTimeout", "heartbeatTimeout", "nameRetryDelay", "nameTakenTimeout"]) {
+      if (!(this.options[key] >= 0)) throw new RangeError(`${key} must be a number of ms, not ${this.options[key]}`);
+    }
     /** @type {string} */
     this.url = options.url || defaultURL();
     /** The name to log in with; after `welcome`, the name as the server registered it.
@@ -401,7 +420,7 @@ export class Client extends EventTarget {
   request(message, { timeout = this.options.requestTimeout } = {}) {
     const key = replyKey(message);
     if (key === null) return Promise.reject(new TypeError(`no reply is defined for ${JSON.stringify(message.type)}`));
-    if (!this._ws || (this.state !== "connected" && !message._internal)) {
+    if (!this._ws || this.state !== "connected") {
       return Promise.reject(new ServerError("not_connected", "not logged in"));
     }
     return this._request(message, key, timeout);
@@ -414,6 +433,7 @@ export class Client extends EventTarget {
    * @param {SubscriptionHandlers} [handlers]
    * @returns {Subscription} */
   subscribe(group, handlers = {}) {
+    if (typeof group !== "string" || !group) throw new TypeError(`a group name is a non-empty string, not ${JSON.stringify(group)}`);
     const existing = this._subscriptions.get(group);
     if (existing) {
       existing.handlers = { ...handlers };
@@ -687,7 +707,7 @@ export class Client extends EventTarget {
   _subscribe(sub) {
     sub.active = false;
     const ws = this._ws;
-    this._request({ ...sub.request(), _internal: true }, `subscribed:${sub.group}`, this.options.requestTimeout)
+    this._request(sub.request(), `subscribed:${sub.group}`, this.options.requestTimeout)
       .catch((err) => {
         if (err.code === "closed" || sub.cancelled) return;  // resubscribed after the reconnect
         if (err.code === "timeout") { this._abort(CLIENT_CLOSE.heartbeat, "subscribe timed out"); return; }
@@ -705,7 +725,7 @@ export class Client extends EventTarget {
         }
         this._subscriptions.delete(sub.group);
         sub.cancelled = true;
-        if (sub.handlers.onError) sub.handlers.onError(err);
+        callHandler(sub.handlers.onError, err);
         this._emit("error", err);
       });
   }
@@ -722,7 +742,7 @@ export class Client extends EventTarget {
       // Another history: with an epoch the server replays what it keeps of the new one
       // (with a gap for the rest); without one it replays nothing and goes on from seq.
       sub.lastSeq = m.epoch === undefined ? m.seq : 0;
-      if (sub.handlers.onReset) sub.handlers.onReset(detail);
+      callHandler(sub.handlers.onReset, detail);
       this._emit("reset", detail);
     } else if (!resumed) {
       sub.lastSeq = m.seq;  // a fresh subscription starts live
@@ -742,7 +762,7 @@ export class Client extends EventTarget {
   }
 
   _reportGap(detail, sub) {
-    if (sub.handlers.onGap) sub.handlers.onGap(detail);
+    callHandler(sub.handlers.onGap, detail);
     this._emit("gap", detail);
   }
 
@@ -754,15 +774,14 @@ export class Client extends EventTarget {
       this._reportGap({ group, from: sub.lastSeq + 1, to: m.seq - 1, reported: false }, sub);
     }
     sub.lastSeq = m.seq;
-    if (sub.handlers.onMessage) sub.handlers.onMessage(m);
+    callHandler(sub.handlers.onMessage, m);
   }
 
   // ------------------------------------------------------------------ requests
 
   _request(message, key, timeout) {
-    const { _internal, ...wire } = message;
     return new Promise((resolve, reject) => {
-      this._write(wire);
+      this._write(message);
       const entry = { index: this._sent, key, resolve, reject, timer: null };
       entry.timer = this._later(() => {
         const i = this._pending.indexOf(entry);
