@@ -476,6 +476,31 @@ def test_reconnect_resumes_after_drop_and_restart(sessions: Any, server: ServerT
     expect(items.last).to_have_attribute("data-from", "Bob")
 
 
+def test_a_close_that_is_not_retried_returns_to_the_login(
+    sessions: Any, server: ServerThread
+) -> None:
+    alice = sessions()
+    alice.login("Alice")
+    join(alice, "lobby")
+
+    async def close(name: str) -> None:
+        client = server.app.clients.get(name)
+        assert client is not None
+        await client.close(1008, "taken over")
+
+    server.run(close, "Alice")
+    # 1008 is final (a newer session may hold the name now): no reconnect, the login again.
+    expect(alice.by_id("login-view")).to_be_visible()
+    expect(alice.by_id("login-error")).to_contain_text("closed 1008")
+    expect(alice.by_id("status")).to_have_attribute("data-state", "closed")
+    expect(alice.by_id("status-detail")).to_contain_text("will not be retried")
+    expect(alice.by_id("events")).to_contain_text("closed (1008 policy violation)")
+    assert "reconnecting" not in (alice.by_id("events").text_content() or "")
+    alice.by_id("login-button").click()  # the name is filled in again
+    expect(alice.by_id("me")).to_have_text("Alice")
+    expect(alice.by_id("status")).to_have_attribute("data-state", "open")
+
+
 # ---------------------------------------------------------------------------------------
 # The dashboard
 

@@ -151,9 +151,15 @@ function startSession(name) {
     event(text.toLowerCase(), "error");
     if (willRetry) return;
     // Not retried (docs/js-client.md): say why, and let the user log in again.
-    setStatus("closed", text, code === 1008 && wasLoggedIn
-      ? "Closed by the server's policy (for example, your name was taken over by a newer session). Log in again to continue."
-      : "");
+    const why = code === 1008
+      ? "closed by the server's policy: your name may have been taken over by a newer session"
+      : reason || CLOSE_CODES[code] || "connection closed";
+    setStatus("closed", text, wasLoggedIn ? "The connection will not be retried; log in again to continue." : "");
+    resetSession();
+    $("app-view").hidden = true;
+    $("login-view").hidden = false;
+    $("login-name").value = state.name;
+    showLoginError(`closed ${code}`, why);
   });
   client.on("reconnecting", ({ attempt, delay }) => {
     if (client !== state.client) return;
@@ -217,16 +223,9 @@ function startSession(name) {
 
   setLoginEnabled(false);
   client.connect().catch((err) => {
-    if (client !== state.client) return;
+    if (client !== state.client) return;  // logged out, or the close handler took over
     setLoginEnabled(true);
-    // After a session, the close and loginerror handlers have said why.
-    if (client.stats.logins || err.code === "closed") return;
-    if (err.code.startsWith("closed_")) {
-      // Closed before any login by a code that is not retried (e.g. 1008).
-      showLoginError(`closed ${err.code.slice(7)}`, err.message);
-    } else {
-      setStatus("idle", "Not connected");  // a refused login: loginerror showed it
-    }
+    if (!client.stats.logins) setStatus("idle", "Not connected");  // loginerror said why
   });
 }
 
