@@ -5,7 +5,7 @@
 :class:`~trio_ws.ClientRegistry` finds clients on this node and, through the broker, on
 any; the :class:`~trio_ws.BroadcastHub` holds this node's queues; the
 :class:`~trio_ws.brokers.Broker` holds what the nodes share. ``/healthz`` and ``/metrics``
-come from :mod:`trio_ws._metrics`.
+come from :mod:`trio_ws._metrics`; ``/trio_ws.js`` is the browser client, package data.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ._broadcast import BroadcastHub, BroadcastQueue, QueueChannel
 from ._clients import Client, ClientRegistry
 from ._config import ServerConfig
 from ._connection import WebSocketConnection
-from ._http import HttpRouter
+from ._http import HttpRouter, static_resource
 from ._login import LoginPolicy, authenticates_nobody, unique_names
 from ._metrics import healthz, metrics, metrics_text, queue_stats
 from ._queue_model import Policy, QueueError, QueueOptions
@@ -90,6 +90,11 @@ class App:
         self.router = HttpRouter()
         self.router.add("/healthz", functools.partial(healthz, self))
         self.router.add("/metrics", functools.partial(metrics, self))
+        # The browser client (docs/js-client.md), so every app's pages can import it.
+        self.router.add(
+            "/trio_ws.js",
+            static_resource("trio_ws", "static/trio_ws.js", content_type="text/javascript"),
+        )
         self.server = Server(
             self.sessions.handle,
             config=self.config,

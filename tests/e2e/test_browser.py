@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ expect.set_options(timeout=10_000)
 class ServerThread:
     """The demo app served by ``trio.run`` in a daemon thread; stoppable and restartable."""
 
-    def __init__(self, **app_kwargs: Any) -> None:
+    def __init__(self, factory: Callable[..., Any] = create_app, **app_kwargs: Any) -> None:
+        self.factory = factory
         self.app_kwargs = app_kwargs
         self.port = 0
         self.app: Any = None
@@ -70,7 +71,7 @@ class ServerThread:
         outcome: dict[str, Any] = {}
 
         async def main() -> None:
-            self.app = create_app(**self.app_kwargs)
+            self.app = self.factory(**self.app_kwargs)
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._token = trio.lowlevel.current_trio_token()
@@ -473,6 +474,31 @@ def test_reconnect_resumes_after_drop_and_restart(sessions: Any, server: ServerT
     items = alice.page.locator("#group-log [data-testid=group-item]")
     expect(items.last).to_contain_text("after the restart")
     expect(items.last).to_have_attribute("data-from", "Bob")
+
+
+def test_a_close_that_is_not_retried_returns_to_the_login(
+    sessions: Any, server: ServerThread
+) -> None:
+    alice = sessions()
+    alice.login("Alice")
+    join(alice, "lobby")
+
+    async def close(name: str) -> None:
+        client = server.app.clients.get(name)
+        assert client is not None
+        await client.close(1008, "taken over")
+
+    server.run(close, "Alice")
+    # 1008 is final (a newer session may hold the name now): no reconnect, the login again.
+    expect(alice.by_id("login-view")).to_be_visible()
+    expect(alice.by_id("login-error")).to_contain_text("closed 1008")
+    expect(alice.by_id("status")).to_have_attribute("data-state", "closed")
+    expect(alice.by_id("status-detail")).to_contain_text("will not be retried")
+    expect(alice.by_id("events")).to_contain_text("closed (1008 policy violation)")
+    assert "reconnecting" not in (alice.by_id("events").text_content() or "")
+    alice.by_id("login-button").click()  # the name is filled in again
+    expect(alice.by_id("me")).to_have_text("Alice")
+    expect(alice.by_id("status")).to_have_attribute("data-state", "open")
 
 
 # ---------------------------------------------------------------------------------------
