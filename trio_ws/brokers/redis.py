@@ -1116,6 +1116,7 @@ class RedisBroker(Broker):
         ]
         keys = self._queue_keys(queue)
         publisher = self._publisher
+        operation: Callable[[_Client], Awaitable[Any]]
         if publisher is not None and self._state is BrokerState.UP:
             operation = functools.partial(self._publish_on, publisher, keys, args)
         else:
