@@ -114,8 +114,10 @@ class Counter:
 class Demo:
     """``trio-ws-demo --workers 2`` on its own Redis."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, log: Path) -> None:
         self.port = free_port()
+        self.log_path = log
+        self.log = log.open("wb")  # its warnings, shown if a run fails
         demo = str(Path(sys.executable).with_name("trio-ws-demo"))
         self.proc = subprocess.Popen(
             [
@@ -129,7 +131,7 @@ class Demo:
                 *DEMO_OPTIONS,
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             start_new_session=True,
         )
         self.url = f"ws://127.0.0.1:{self.port}/ws"
@@ -173,6 +175,10 @@ class Demo:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self.log.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class Client:
@@ -188,7 +194,10 @@ class Client:
         await self.ws.send(json.dumps(message))
 
     async def recv(self) -> dict[str, Any]:
-        return dict(json.loads(await asyncio.wait_for(self.ws.recv(), 10)))
+        try:
+            return dict(json.loads(await asyncio.wait_for(self.ws.recv(), 10)))
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} got nothing within 10 s") from None
 
 
 async def log_in(url: str, names: list[str], parallel: int = 50) -> list[Client]:
@@ -210,7 +219,11 @@ async def log_in(url: str, names: list[str], parallel: int = 50) -> list[Client]
 async def round_trip(a: Client, b: Client) -> float:
     start = time.perf_counter()
     await a.send({"type": "routed", "to": b.name, "text": "ping"})
-    got = await b.recv()
+    try:
+        got = await b.recv()
+    except TimeoutError:
+        answer = await asyncio.wait_for(a.ws.recv(), 1)  # an error for the sender?
+        raise AssertionError(f"{b.name} never got the message; {a.name} got {answer}") from None
     assert got == {"type": "routed", "from": a.name, "text": "ping"}, got
     await b.send({"type": "routed", "to": a.name, "text": "pong"})
     got = await a.recv()
@@ -254,16 +267,16 @@ async def one_run(
         result[f"{kind} p50"] = pct(values, 0.5) * 1e3
         result[f"{kind} p99"] = pct(values, 0.99) * 1e3
 
-    # Group subscribe and publish: one subscriber on each worker.
+    # Group subscribe and publish: every client but the publisher subscribes (both workers).
     group = f"bench{rep}"
-    subs = (by_worker[0][1], by_worker[1][1])
+    publisher = by_worker[0][0]
+    subs = [c for c in clients if c is not publisher]
     counter.start()
     for sub in subs:
         await sub.send({"type": "grouped", "action": "subscribe", "group": group})
         assert (await sub.recv())["type"] == "subscribed"
     await asyncio.sleep(0.2)  # the presence updates, sent in the background
     result["subscribe ops"] = counter.per(len(subs))
-    publisher = by_worker[0][0]
     counter.start()
     for i in range(args.rounds):
         await publisher.send({"type": "grouped", "action": "publish", "group": group, "text": "x"})
@@ -282,6 +295,12 @@ async def one_run(
     result["login ops"] = counter.per(args.conns)
     await asyncio.sleep(1.0)
     rss1 = demo.rss()
+    # Idle: what the logged-in connections cost Redis per second (the names' leases).
+    counter.start()
+    await asyncio.sleep(args.idle_seconds)
+    result["idle ops"] = {
+        k: v / args.idle_seconds for k, v in counter.per(args.conns).items() if v > 0
+    }
     held = demo.worker_of([c.port for c in idle])
     for worker in (0, 1):
         n = held.count(worker)
@@ -298,6 +317,9 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=2000, help="idle logged-in connections")
     parser.add_argument("--rounds", type=int, default=2000, help="round trips per pair")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--idle-seconds", type=float, default=7.0, help="idle window (two heartbeats: 3.3 s each)"
+    )
     args = parser.parse_args()
     if args.conns > 1800:
         # The demo lets one address hold 1,000 connections per worker, and the kernel
@@ -310,12 +332,15 @@ def main() -> None:
 
     runs: list[dict[str, Any]] = []
     with start_redis() as redis:
-        demo = Demo(redis.url)
+        demo = Demo(redis.url, Path(redis.directory) / "demo.log")
         try:
             counter = Counter(redis.port)
             for rep in range(args.reps):
                 note(f"rep {rep + 1}/{args.reps}")
-                runs.append(asyncio.run(one_run(demo, counter, args, rep)))
+                try:
+                    runs.append(asyncio.run(one_run(demo, counter, args, rep)))
+                except (TimeoutError, AssertionError) as exc:
+                    sys.exit(f"cross_node.py: {exc!r}; the demo's log ends:\n{demo.log_tail()}")
         finally:
             demo.stop()
     report(runs, args)
@@ -337,17 +362,22 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"p99 {statistics.median(ratios99):.2f}x (each run's own ratio, median)"
     )
     print(f"\nidle logged-in connections ({args.conns} in all):")
-    print("| node | connections | KiB/conn |\n|---|---|---|")
+    print("| node | connections | KiB/conn, first run (fresh workers) | KiB/conn, median |")
+    print("|---|---|---|---|")
     for worker in (0, 1):
+        first = runs[0][f"node{worker} KiB/conn"]
         print(
-            f"| {worker} | {med(f'node{worker} conns'):.0f} | {med(f'node{worker} KiB/conn'):.2f} |"
+            f"| {worker} | {med(f'node{worker} conns'):.0f} | {first:.2f} |"
+            f" {med(f'node{worker} KiB/conn'):.2f} |"
         )
     print(
         "\nRedis per operation (commands called, bytes to and from Redis, redis-server CPU"
         " µs), from the last run:"
     )
-    for what in ("login", "routed", "subscribe", "publish"):
+    for what in ("login", "routed", "subscribe", "publish", "idle"):
         per = runs[-1][f"{what} ops"]
+        if what == "idle":
+            what = "idle, per logged-in connection and second"
         parts = ", ".join(
             f"{k} {v:.0f}" if k.startswith(("bytes", "redis cpu")) else f"{k} {v:.2f}"
             for k, v in per.items()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ("--conns", "20", "--rounds", "5", "--reps", "1")
+TINY = ("--conns", "20", "--rounds", "5", "--reps", "1", "--idle-seconds", "0.5")
 
 
 def test_cross_node_benchmark_runs_tiny_and_reports_every_part() -> None:
@@ -31,4 +31,5 @@ def test_cross_node_benchmark_runs_tiny_and_reports_every_part() -> None:
     assert sum(conns) == 20, out  # every idle connection found on one of the two workers
     for what in ("login", "routed", "subscribe", "publish"):
         assert re.search(rf"^- {what}: .*evalsha [\d.]+", out, re.M), out
+    assert re.search(r"^- idle, per logged-in connection and second: ", out, re.M), out
     assert "Traceback" not in result.stderr
