@@ -10,6 +10,7 @@ import logging
 
 import pytest
 import trio
+import trio.testing
 
 from tests.redis_fixture import RedisServer, cli
 from trio_ws._queue_model import PayloadKind, QueueOptions
@@ -104,3 +105,63 @@ async def test_nothing_piles_up_for_get_message(
             await wait_until(lambda: len(cluster.seen(a).seqs("q")) == 200)
             stream = a._pubsub._receive_stream
             await conftest.wait_until(lambda: stream.statistics().current_buffer_used == 0)
+
+
+async def test_subscribers_arriving_together_share_one_read_of_the_head(
+    redis_server: RedisServer,
+) -> None:
+    with trio.fail_after(20):
+        brokers = redis_nodes(redis_server.url, 2)
+        async with running_cluster(brokers, "redis") as cluster:
+            a = cluster.a
+            assert isinstance(a, RedisBroker)
+            await a.listen("q")
+            await publish(a, "one")
+            await cluster.barrier(a)
+            before = a.statistics().round_trips
+            seqs: list[int] = []
+
+            async def subscriber() -> None:
+                seqs.append((await a.replay("q", None, epoch=None, options=KEEP)).seq)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(200):
+                    nursery.start_soon(subscriber)
+            assert seqs == [1] * 200
+            # One read in the air, one that the other 199 joined (and a heartbeat, maybe).
+            assert a.statistics().round_trips - before <= 3
+            assert (await a.replay("q", None, epoch=None, options=KEEP)).seq == 1
+            await publish(a, "two")
+            assert (await a.replay("q", None, epoch=None, options=KEEP)).seq == 2
+
+
+async def test_a_cancelled_head_read_leaves_the_callers_that_joined_it_a_new_one(
+    redis_server: RedisServer,
+) -> None:
+    with trio.fail_after(20):
+        brokers = redis_nodes(redis_server.url, 2)
+        async with running_cluster(brokers, "redis") as cluster:
+            a = cluster.a
+            assert isinstance(a, RedisBroker)
+            await a.listen("q")
+            await publish(a, "one")
+            results: list[int] = []
+            leader = trio.CancelScope()
+
+            async def read(scope: trio.CancelScope | None = None) -> None:
+                with scope or trio.CancelScope():
+                    results.append((await a.replay("q", None, epoch=None, options=KEEP)).seq)
+
+            lock = a._head_locks.setdefault("q", trio.Lock())
+            async with trio.open_nursery() as nursery:
+                await lock.acquire()  # as if a read were in the air: the next one waits
+                nursery.start_soon(read, leader)  # makes the next read, waits for the lock
+                await trio.testing.wait_all_tasks_blocked()
+                for _ in range(3):
+                    nursery.start_soon(read)  # join it
+                await trio.testing.wait_all_tasks_blocked()
+                leader.cancel()  # its callers are left without a read
+                await trio.testing.wait_all_tasks_blocked()
+                lock.release()  # one of them makes a new read, the others join it
+            assert results == [1, 1, 1]
+            assert not a._heads

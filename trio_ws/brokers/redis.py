@@ -79,7 +79,14 @@ take one each; a route one plus the holder's answer (one more hop through Redis)
 first local subscriber of a queue adds two for :meth:`~RedisBroker.listen` (``SUBSCRIBE``,
 then the seq from which the subscription delivers); releases, presence changes and route
 answers go in batches of up to 500 per round trip; the heartbeat takes one per 500 names
-every third of a lease.
+every third of a lease. Replays without ``since`` (a subscriber that wants only the live
+stream) that arrive while one is in the air share the next read, so a thousand
+subscribers connecting at once cost two round trips, not a thousand.
+
+The hot path is one call per message on each side: a publish goes straight to a
+connection of the session's own (the client's command layer cost as much again, measured),
+and a pub/sub message is handled in coredis's reader as it is parsed (a subscription
+handler), with no task of ours woken per message.
 
 Where the Redis is
 ------------------
@@ -159,6 +166,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import unquote
 
 import anyio
+import attrs
 import coredis
 import coredis.exceptions
 import trio
@@ -266,6 +274,15 @@ def _session_ending(exc: BaseException) -> bool:
     return isinstance(exc, Exception | trio.Cancelled)
 
 
+@attrs.define
+class _HeadRead:
+    """One read of a queue's head shared by the callers that joined it (see ``_head``)."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: Replay | None = None
+    error: Exception | None = None
+
+
 class _Lost(Exception):
     """The connection of the current session was found broken."""
 
@@ -360,6 +377,9 @@ class RedisBroker(Broker):
         """Presence entries waiting in the outbox (sent as absolute counts)."""
         self._outbox: deque[tuple[str, str, str]] = deque()
         self._outbox_ready = trio.Event()
+        self._heads: dict[str, _HeadRead] = {}
+        """Per queue: the head read that callers may still join (see _head)."""
+        self._head_locks: dict[str, trio.Lock] = {}
         self._routes: dict[int, list[Any]] = {}
         self._route_ids = itertools.count(1)
         # Counters.
@@ -1147,11 +1167,59 @@ class RedisBroker(Broker):
     async def replay(
         self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions
     ) -> Replay:
-        replay = await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
+        if since is None:
+            replay = await self._head(queue)
+        else:
+            replay = await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
         listened = self._listening.get(queue)
         if listened is not None and listened.is_set():
             await self._wait_delivered(queue, replay.seq)
         return replay
+
+    async def _head(self, queue: str) -> Replay:
+        """The queue's current seq and epoch, one read for every caller that asked before it
+        was sent.
+
+        When a thousand subscribers of one queue connect at once, each needs the queue's
+        head (a subscribe without ``since``): one round trip each kept the command
+        connection busy for longer than ``operation_timeout`` on a loaded core, and the
+        last ones counted as an outage. Callers join the read that has not been sent yet;
+        one read per queue is in the air at a time, so a joined read always starts after
+        its callers asked (a read already under way might miss a message published after
+        it, before they held their lane).
+        """
+        while True:
+            flight = self._heads.get(queue)
+            if flight is not None:  # not sent yet: join it
+                await flight.done.wait()
+            else:
+                flight = self._heads[queue] = _HeadRead()
+                lock = self._head_locks.get(queue)
+                if lock is None:
+                    lock = self._head_locks[queue] = trio.Lock()
+                try:
+                    async with lock:
+                        if self._heads.get(queue) is flight:
+                            del self._heads[queue]  # later callers make the next read
+                        flight.result = await self._call(
+                            lambda c: self._replay(c, queue, None, None, None)
+                        )
+                except Exception as exc:
+                    flight.error = exc
+                    raise
+                finally:
+                    if self._heads.get(queue) is flight:
+                        del self._heads[queue]
+                    flight.done.set()
+                    if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                        self._head_locks.pop(queue, None)
+            if flight.result is not None:
+                return flight.result
+            if isinstance(flight.error, BrokerUnavailable):
+                raise BrokerUnavailable(flight.error.message) from flight.error
+            if flight.error is not None:
+                raise BrokerError(str(flight.error)) from flight.error
+            # The caller that was reading was cancelled: read again.
 
     async def _replay(
         self,
