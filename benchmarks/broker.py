@@ -9,7 +9,10 @@ the end) and measures, for each broker:
   connection): publishes/s;
 * **delivery**: node B listens; the time from ``publish`` starting on A to B's
   ``on_message`` for it, median and 99th percentile over sequential publishes;
-* **claim + release**: a login's name claim (one round trip) and its release.
+* **claim + release**: a login's name claim (one round trip) and its release;
+* **CPU per message** (this process's CPU time, both nodes in it): a publish to a queue
+  nobody listens to, and a publish that node B receives (its ``on_message``), one after
+  the other; the difference is what receiving one message costs a node.
 
 Usage: ``python benchmarks/broker.py [--count 2000]``. Absolute numbers depend on the
 machine; compare the two brokers of one run.
@@ -83,6 +86,22 @@ async def measure(name: str, a: Broker, b: Broker, count: int) -> None:
             await a.claim(f"user{i}", a.owner(i))
             a.release(f"user{i}", a.owner(i))
         claims = time.perf_counter() - start
+
+        async def cpu_per(queue: str, n: int) -> float:
+            nonlocal waiter
+            start = time.process_time()
+            for _ in range(n):
+                seq = await a.publish(queue, BODY, kind=PayloadKind.JSON, key=None, options=OPTIONS)
+                while queue == "lat" and seq not in arrived:
+                    await waiter.wait()
+                    waiter = trio.Event()
+            return (time.process_time() - start) / n * 1e6
+
+        n = count // 4
+        publish_cpu, both_cpu = [], []
+        for _ in range(5):  # alternating, so both see the same machine
+            publish_cpu.append(await cpu_per("nobody", n))
+            both_cpu.append(await cpu_per("lat", n))
         nursery.cancel_scope.cancel()
 
     print(
@@ -91,6 +110,8 @@ async def measure(name: str, a: Broker, b: Broker, count: int) -> None:
         f" | delivery median {statistics.median(latencies):6.0f} us,"
         f" p99 {latencies[int(len(latencies) * 0.99)]:6.0f} us"
         f" | claim {claims / (count // 4) * 1e6:5.0f} us"
+        f" | CPU per publish {statistics.median(publish_cpu):6.1f} us,"
+        f" per publish + receive {statistics.median(both_cpu):6.1f} us"
     )
 
 

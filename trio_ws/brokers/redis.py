@@ -79,7 +79,14 @@ take one each; a route one plus the holder's answer (one more hop through Redis)
 first local subscriber of a queue adds two for :meth:`~RedisBroker.listen` (``SUBSCRIBE``,
 then the seq from which the subscription delivers); releases, presence changes and route
 answers go in batches of up to 500 per round trip; the heartbeat takes one per 500 names
-every third of a lease.
+every third of a lease. Replays without ``since`` (a subscriber that wants only the live
+stream) that arrive while one is in the air share the next read, so a thousand
+subscribers connecting at once cost two round trips, not a thousand.
+
+The hot path is one call per message on each side: a publish goes straight to a
+connection of the session's own (the client's command layer cost as much again, measured),
+and a pub/sub message is handled in coredis's reader as it is parsed (a subscription
+handler), with no task of ours woken per message.
 
 Where the Redis is
 ------------------
@@ -158,6 +165,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import unquote
 
+import anyio
+import attrs
 import coredis
 import coredis.exceptions
 import trio
@@ -189,6 +198,9 @@ _Client: TypeAlias = "coredis.Redis[bytes] | coredis.RedisCluster[bytes]"
 # At most this many operations go into one outbox or heartbeat script call, so a script
 # never holds Redis for long (a few milliseconds at worst).
 _BATCH = 500
+
+# How often what coredis queues for get_message() is thrown away (see _drain_pubsub).
+_DRAIN_SECONDS = 1.0
 
 # Latencies averaged in statistics(): the latest operations only.
 _LATENCY_WINDOW = 100
@@ -262,6 +274,15 @@ def _session_ending(exc: BaseException) -> bool:
     return isinstance(exc, Exception | trio.Cancelled)
 
 
+@attrs.define
+class _HeadRead:
+    """One read of a queue's head shared by the callers that joined it (see ``_head``)."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: Replay | None = None
+    error: Exception | None = None
+
+
 class _Lost(Exception):
     """The connection of the current session was found broken."""
 
@@ -327,6 +348,8 @@ class RedisBroker(Broker):
         self._state = BrokerState.CONNECTING
         self._client: _Client | None = None
         self._pubsub: Any = None
+        self._publisher: Any = None
+        """One server: the connection publishes are sent on, held for the session."""
         self._session_scope: trio.CancelScope | None = None
         self._up = trio.Event()
         self._reached_up = False
@@ -354,6 +377,9 @@ class RedisBroker(Broker):
         """Presence entries waiting in the outbox (sent as absolute counts)."""
         self._outbox: deque[tuple[str, str, str]] = deque()
         self._outbox_ready = trio.Event()
+        self._heads: dict[str, _HeadRead] = {}
+        """Per queue: the head read that callers may still join (see _head)."""
+        self._head_locks: dict[str, trio.Lock] = {}
         self._routes: dict[int, list[Any]] = {}
         self._route_ids = itertools.count(1)
         # Counters.
@@ -363,6 +389,12 @@ class RedisBroker(Broker):
         self._errors = 0
         self._outages = 0
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        # A queue's channel: P:q:<queue>, or P:{q:<queue>} on a cluster.
+        queue_prefix = f"{prefix}:{{q:" if self._cluster else f"{prefix}:q:"
+        self._queue_head = queue_prefix.encode()
+        self._queue_start = len(queue_prefix)
+        self._queue_end = -1 if self._cluster else None
+        self._node_channel_bytes = self._node_channel(self.node_id).encode()
         self._scripts = {
             name: Script[bytes](script=source)
             for name, source in (
@@ -489,7 +521,7 @@ class RedisBroker(Broker):
                 first.set()
                 if self._reached_up:
                     attempt = 0
-                self._client = self._pubsub = None
+                self._client = self._pubsub = self._publisher = None
                 self._session_scope = None
                 self._wake_waiters()
                 delay = min(self.max_reconnect_seconds, 0.05 * 2**attempt)
@@ -573,6 +605,10 @@ class RedisBroker(Broker):
                 async with pubsub, trio.open_nursery() as nursery:
                     with trio.fail_after(2 * self.operation_timeout):
                         await self._setup(client, pubsub, nursery)
+                        if not self._cluster:
+                            # Publishes go straight to a connection of their own; see
+                            # _publish_on.
+                            self._publisher = await client.connection_pool.get_connection()
                     nursery.start_soon(self._heartbeat, client)
                     nursery.start_soon(self._send_outbox, client, pubsub)
                     self._client, self._pubsub = client, pubsub
@@ -613,11 +649,11 @@ class RedisBroker(Broker):
                 self._last.clear()  # numbering starts again
                 self._reset.update(self._listening)  # their subscribers are told (on_reset)
             self.epoch = epoch
-        nursery.start_soon(self._read, pubsub)
+        nursery.start_soon(self._drain_pubsub, pubsub)
         channels = [self._node_channel(self.node_id)]
         channels += [self._queue_channel(q) for q in self._listening]
         self._held = {q: [] for q in self._listening}
-        await pubsub.subscribe(*channels)
+        await pubsub.subscribe(**dict.fromkeys(channels, self._on_push))
         for event in self._listening.values():
             event.set()
         items = list(self._names.items())
@@ -911,33 +947,50 @@ class RedisBroker(Broker):
 
     # ------------------------------------------------------------------ receiving
 
-    async def _read(self, pubsub: Any) -> None:
-        # A queue's channel: P:q:<queue>, or P:{q:<queue>} on a cluster.
-        queue_prefix = f"{self.prefix}:{{q:" if self._cluster else f"{self.prefix}:q:"
-        start, end = len(queue_prefix), -1 if self._cluster else None
-        queue_head = queue_prefix.encode()
-        node_channel = self._node_channel(self.node_id).encode()
+    async def _drain_pubsub(self, pubsub: Any) -> None:
+        """Empty what the pub/sub object keeps for ``get_message()``, which nobody calls.
+
+        Every message reaches :meth:`_on_push` in coredis's own reader task, as it parses
+        it; what it still queues for ``get_message()`` (subscription confirmations, and a
+        ``None`` for each message a handler took) is dropped here, once a second, so the
+        delivery of a message wakes no task of ours and the queue stays small.
+        """
+        stream = getattr(pubsub, "_receive_stream", None)
+        if stream is None:  # another coredis: read them one by one
+            while True:
+                await pubsub.get_message()
         while True:
-            message = await pubsub.get_message()
-            if message is None or message["type"] not in ("message", "smessage"):
-                continue
-            channel: bytes = message["channel"]
-            data: bytes = message["data"]
-            if channel == node_channel:
-                self._on_node_message(data)
-            elif channel.startswith(queue_head):
-                queue = channel[start:end].decode()
-                if queue not in self._listening:
-                    continue  # unlistened meanwhile
-                if data[:1] == b"m":
-                    live, _time = scripts.entry_message(data[1:])
-                    held = self._held
-                    if held is not None and queue in held:
-                        held[queue].append(live)
-                    else:
-                        self._deliver(queue, live)
-                elif data[:1] == b"r":
-                    self._callback(self.on_retract, queue, data[1:].decode())
+            await trio.sleep(_DRAIN_SECONDS)
+            with contextlib.suppress(anyio.WouldBlock):
+                while True:
+                    stream.receive_nowait()
+
+    def _on_push(self, message: Any) -> None:
+        """A message on one of this node's channels (called by coredis, must not block)."""
+        try:
+            self._on_channel(message["channel"], message["data"])
+        except Exception:
+            log.exception("%s: a message from Redis could not be handled", self.node_id)
+
+    def _on_channel(self, channel: bytes, data: bytes) -> None:
+        if channel == self._node_channel_bytes:
+            self._on_node_message(data)
+            return
+        if not channel.startswith(self._queue_head):
+            return
+        queue = channel[self._queue_start : self._queue_end].decode()
+        if queue not in self._listening:
+            return  # unlistened meanwhile
+        kind = data[:1]
+        if kind == b"m":
+            live, _time = scripts.entry_message(data[1:])
+            held = self._held
+            if held is not None and queue in held:
+                held[queue].append(live)
+            else:
+                self._deliver(queue, live)
+        elif kind == b"r":
+            self._callback(self.on_retract, queue, data[1:].decode())
 
     def _deliver(self, queue: str, message: Message) -> None:
         last = self._last.get(queue)
@@ -1082,17 +1135,91 @@ class RedisBroker(Broker):
             self._deadline(),
         ]
         keys = self._queue_keys(queue)
-        seq = await self._call(self._op("publish", keys, args))
+        publisher = self._publisher
+        operation: Callable[[_Client], Awaitable[Any]]
+        if publisher is not None and self._state is BrokerState.UP:
+            operation = functools.partial(self._publish_on, publisher, keys, args)
+        else:
+            operation = self._op("publish", keys, args)
+        seq = await self._call(operation)
         return int(self._in_time(seq))
+
+    async def _publish_on(
+        self, connection: Any, keys: list[str], args: list[Any], _client: _Client
+    ) -> Any:
+        """The publish script on the session's publishing connection (one server).
+
+        A publish is the one call made per message, so it skips the client's command layer
+        (its pool checkout, retry wrappers and response callbacks: half of the client's
+        CPU per call, measured) and asks the connection directly; coredis still
+        multiplexes concurrent publishes on it and pipelines what is written together.
+        """
+        script = self._scripts["publish"]
+        try:
+            return await connection.create_request(
+                b"EVALSHA", script.sha, len(keys), *keys, *args, decode=False
+            )
+        except coredis.exceptions.NoScriptError:
+            return await connection.create_request(
+                b"EVAL", script.script, len(keys), *keys, *args, decode=False
+            )
 
     async def replay(
         self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions
     ) -> Replay:
-        replay = await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
+        if since is None:
+            replay = await self._head(queue)
+        else:
+            replay = await self._call(lambda c: self._replay(c, queue, since, epoch, options.ttl))
         listened = self._listening.get(queue)
         if listened is not None and listened.is_set():
             await self._wait_delivered(queue, replay.seq)
         return replay
+
+    async def _head(self, queue: str) -> Replay:
+        """The queue's current seq and epoch, one read for every caller that asked before it
+        was sent.
+
+        When a thousand subscribers of one queue connect at once, each needs the queue's
+        head (a subscribe without ``since``): one round trip each kept the command
+        connection busy for longer than ``operation_timeout`` on a loaded core, and the
+        last ones counted as an outage. Callers join the read that has not been sent yet;
+        one read per queue is in the air at a time, so a joined read always starts after
+        its callers asked (a read already under way might miss a message published after
+        it, before they held their lane).
+        """
+        while True:
+            flight = self._heads.get(queue)
+            if flight is not None:  # not sent yet: join it
+                await flight.done.wait()
+            else:
+                flight = self._heads[queue] = _HeadRead()
+                lock = self._head_locks.get(queue)
+                if lock is None:
+                    lock = self._head_locks[queue] = trio.Lock()
+                try:
+                    async with lock:
+                        if self._heads.get(queue) is flight:
+                            del self._heads[queue]  # later callers make the next read
+                        flight.result = await self._call(
+                            lambda c: self._replay(c, queue, None, None, None)
+                        )
+                except Exception as exc:
+                    flight.error = exc
+                    raise
+                finally:
+                    if self._heads.get(queue) is flight:
+                        del self._heads[queue]
+                    flight.done.set()
+                    if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                        self._head_locks.pop(queue, None)
+            if flight.result is not None:
+                return flight.result
+            if isinstance(flight.error, BrokerUnavailable):
+                raise BrokerUnavailable(flight.error.message) from flight.error
+            if flight.error is not None:
+                raise BrokerError(str(flight.error)) from flight.error
+            # The caller that was reading was cancelled: read again.
 
     async def _replay(
         self,
@@ -1147,7 +1274,8 @@ class RedisBroker(Broker):
         event = self._listening[queue] = trio.Event()
         self._last.pop(queue, None)
         try:
-            await self._call(lambda _c: pubsub.subscribe(self._queue_channel(queue)))
+            channel = self._queue_channel(queue)
+            await self._call(lambda _c: pubsub.subscribe(**{channel: self._on_push}))
             # Everything after the seq read now will come through the subscription.
             now = await self._call(lambda c: self._replay(c, queue, None, None, None))
             self._epochs[queue] = now.epoch
