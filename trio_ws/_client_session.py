@@ -190,10 +190,12 @@ class SessionClosed(SessionError):
 class Backoff:
     """How a session waits between connection attempts: exponential, bounded, jittered.
 
-    The ``n``-th wait in a row (from 0) is ``min(maximum, initial * factor ** n)``, reduced
-    by a random fraction of up to ``jitter`` of it, so that many clients that lost the same
-    server do not all come back at the same instant. After ``max_attempts`` failed
-    attempts in a row the session gives up with :class:`ReconnectFailed`.
+    The ``n``-th wait since the last good connection (from 0) is
+    ``min(maximum, initial * factor ** n)``, reduced by a random fraction of up to
+    ``jitter`` of it, so that many clients that lost the same server do not all come back
+    at the same instant. A connection is good once it logged in and resumed every
+    subscription; that resets the count. After ``max_attempts`` failed attempts in a row
+    the session gives up with :class:`ReconnectFailed`.
     """
 
     initial: float = attrs.field(default=0.5)
@@ -855,7 +857,8 @@ class Session:
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, log in, resume, read; again after each end, until an end is final.
         Never raises (but Cancelled): a final error is kept for the session's block."""
-        failures = 0
+        failures = 0  # failed attempts in a row, for max_attempts
+        waits = 0  # waits since the last good connection, for the backoff
         started = False
 
         def logged_in() -> None:
@@ -866,16 +869,18 @@ class Session:
 
         try:
             while True:
+                last: BaseException | None = None
                 try:
-                    resumed = await self._connection(logged_in)
-                    if resumed:
-                        failures = 0
-                    last: BaseException | None = None
+                    if await self._connection(logged_in):
+                        failures = waits = 0  # logged in and resumed: a good connection
+                    else:
+                        failures += 1
                 except _Final as final:
                     self._close(final.error)
                     return
                 except _TRANSIENT_ERRORS as exc:
                     last = exc
+                    failures += 1
                     log.info("%s: connection attempt failed: %r", self.name, exc)
                 error: SessionError
                 if self.backoff is None:
@@ -883,13 +888,13 @@ class Session:
                     error.__cause__ = last
                     self._close(error)
                     return
-                failures += 1
                 if self.backoff.max_attempts is not None and failures >= self.backoff.max_attempts:
                     error = ReconnectFailed(failures)
                     error.__cause__ = last
                     self._close(error)
                     return
-                delay = self.backoff.delay(failures - 1, self._rng)
+                delay = self.backoff.delay(waits, self._rng)
+                waits += 1
                 log.info("%s: reconnecting in %.2f s", self.name, delay)
                 await trio.sleep(delay)
         except Exception as exc:  # a bug of ours: end the session with it, visibly
