@@ -10,6 +10,7 @@ survives, are in ``tests/e2e/test_session_restarts.py``.
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -48,7 +49,8 @@ class RestartableServer:
         self._stopped = trio.Event()
 
         async def serve(task_status: trio.TaskStatus[None]) -> None:
-            assert self._scope is not None and self._stopped is not None
+            assert self._scope is not None
+            assert self._stopped is not None
             try:
                 with self._scope:
                     await self.app.serve(listeners=[self.listener], task_status=task_status)
@@ -59,7 +61,9 @@ class RestartableServer:
 
     async def stop(self) -> None:
         """Shut the server down (its clients get 1001) and refuse connections."""
-        assert self._scope is not None and self._stopped is not None and self.listener
+        assert self._scope is not None
+        assert self._stopped is not None
+        assert self.listener is not None
         listener, self.listener = self.listener, None
         self._scope.cancel()
         await self._stopped.wait()
@@ -100,7 +104,8 @@ async def publish(ws: trio_ws.WebSocketConnection, group: str, *texts: str) -> N
 @asynccontextmanager
 async def restartable(make: Callable[[], Any] | None = None) -> AsyncIterator[RestartableServer]:
     async with trio.open_nursery() as nursery:
-        server = RestartableServer(nursery, make or functools.partial(create_app, ticks_per_second=1))
+        make = make or functools.partial(create_app, ticks_per_second=1)
+        server = RestartableServer(nursery, make)
         await server.start()
         try:
             yield server
@@ -126,7 +131,8 @@ def texts(items: list[Any]) -> list[tuple[int, str]]:
 
 async def test_login_and_requests(autojump_clock: trio.abc.Clock) -> None:
     async with restartable() as server, session(server) as alice, session(server, "bob") as bob:
-        assert alice.name == "alice" and alice.state is trio_ws.SessionState.CONNECTED
+        assert alice.name == "alice"
+        assert alice.state is trio_ws.SessionState.CONNECTED
         assert await alice.echo("hi") == "hi"
         await alice.ping()
         assert await alice.who() == ["alice", "bob"]
@@ -212,7 +218,8 @@ async def test_memory_restart_reports_the_lost_history_and_takes_the_new_one(
             await publish(bob, "lobby", "live")
         assert texts(await take(lobby, 1)) == [(3, "live")]
         stats = alice.statistics()
-        assert stats.connections == 2 and stats.duplicates == 0
+        assert stats.connections == 2
+        assert stats.duplicates == 0
 
 
 async def test_memory_restart_with_more_than_history_while_away_is_a_gap(
@@ -230,7 +237,8 @@ async def test_memory_restart_with_more_than_history_while_away_is_a_gap(
             await publish(bob, "lobby", *(f"m{i}" for i in range(1, 106)))
         server.refusing = False
         lost = await lobby.receive()
-        assert isinstance(lost, HistoryLost) and lost.last_seq == 1
+        assert isinstance(lost, HistoryLost)
+        assert lost.last_seq == 1
         assert await lobby.receive() == QueueGap("lobby", 1, 5)
         items = await take(lobby, 100)
         assert texts(items) == [(i, f"m{i}") for i in range(6, 106)]
@@ -243,7 +251,8 @@ async def test_restart_resumes_the_ticker_and_every_group(autojump_clock: trio.a
         groups = {name: await alice.subscribe(name) for name in ("g1", "g2")}
         stream = await alice.subscribe_stream()
         tick = await stream.receive()
-        assert isinstance(tick, Received) and tick.message["type"] == "streamed"
+        assert isinstance(tick, Received)
+        assert tick.message["type"] == "streamed"
         await server.stop()
         await server.start()
         async with server.client("bob") as bob:
@@ -254,7 +263,8 @@ async def test_restart_resumes_the_ticker_and_every_group(autojump_clock: trio.a
             assert texts(await take(sub, 1)) == [(1, f"to {name}")]
         assert isinstance(await stream.receive(), HistoryLost)
         seqs = [item.seq for item in await take(stream, 3)]
-        assert seqs == sorted(seqs) and len(set(seqs)) == 3  # the new ticker, in order
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == 3  # the new ticker, in order
 
 
 async def test_a_request_during_an_outage_waits_for_the_reconnection(
@@ -270,7 +280,8 @@ async def test_a_request_during_an_outage_waits_for_the_reconnection(
 
             nursery.start_soon(ask)
             await trio.sleep(5)
-            assert replies == [] and alice.state is trio_ws.SessionState.CONNECTING
+            assert replies == []
+            assert alice.state is trio_ws.SessionState.CONNECTING
             await server.start()
         assert replies == ["later"]
 
@@ -304,19 +315,27 @@ async def test_gives_up_after_max_attempts(autojump_clock: trio.abc.Clock) -> No
             times.append(trio.current_time())
             return await connect()
 
-        with pytest.raises(trio_ws.ReconnectFailed) as failed:
+        sessions: list[trio_ws.Session] = []
+
+        async def stop_the_server() -> None:
             async with trio_ws.open_session(
                 "ws://test/ws", name="alice", reconnect=backoff, open_stream=counted
             ) as alice:
+                sessions.append(alice)
                 await server.stop()
                 await trio.sleep_forever()  # cancelled when the session gives up
+
+        with pytest.raises(trio_ws.ReconnectFailed) as failed:
+            await stop_the_server()
+        (alice,) = sessions
         assert failed.value.attempts == 4
         assert isinstance(failed.value.__cause__, ConnectionRefusedError)
         assert alice.state is trio_ws.SessionState.CLOSED
         # One good connection, then 4 failed attempts: 1 s after the loss, then 2, 4 and
         # 4 s (the maximum) apart.
-        waits = [round(b - a, 6) for a, b in zip(times[1:], times[2:], strict=False)]
-        assert len(times) == 5 and waits == [2.0, 4.0, 4.0]
+        waits = [round(b - a, 6) for a, b in itertools.pairwise(times[1:])]
+        assert len(times) == 5
+        assert waits == [2.0, 4.0, 4.0]
 
 
 async def test_the_first_connection_is_retried_too(autojump_clock: trio.abc.Clock) -> None:
@@ -338,11 +357,15 @@ async def test_without_reconnect_a_lost_connection_ends_the_session(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with restartable() as server:
-        with pytest.raises(trio_ws.ConnectionLost):
+
+        async def lose_it() -> None:
             async with session(server, reconnect=False) as alice:
                 lobby = await alice.subscribe("lobby")
                 await server.stop()
                 await lobby.receive()
+
+        with pytest.raises(trio_ws.ConnectionLost):
+            await lose_it()
         assert server.attempts == 1
 
 
@@ -397,13 +420,19 @@ async def test_takeover_close_1008_is_final(autojump_clock: trio.abc.Clock) -> N
         return trio_ws.App(login=trio_ws.signed_tokens(secret), on_name_conflict="takeover")
 
     async with restartable(make) as server:
-        with pytest.raises(trio_ws.SessionRefused) as refused:
+        sessions: list[trio_ws.Session] = []
+
+        async def taken_over() -> None:
             async with session(server, token=token) as first:
+                sessions.append(first)
                 async with session(server, token=token) as second:
                     assert second.name == "alice"
                     await trio.sleep_forever()  # `first` ends, and cancels this block
+
+        with pytest.raises(trio_ws.SessionRefused) as refused:
+            await taken_over()
         assert refused.value.code == 1008
-        assert first.state is trio_ws.SessionState.CLOSED
+        assert sessions[0].state is trio_ws.SessionState.CLOSED
         assert server.attempts == 2  # first never came back to take the name again
 
 
