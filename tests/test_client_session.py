@@ -412,6 +412,30 @@ async def test_name_taken_briefly_is_retried_on_the_same_connection(
         assert server.attempts == 1  # logins retried on one connection
 
 
+async def test_a_name_taken_after_a_reconnection_is_retried_with_the_backoff(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A killed node keeps its names in a shared broker for a lease: the session's own
+    ghost. Not final after a reconnection: retried until the name is free."""
+    async with restartable() as server, trio.open_nursery() as nursery:
+        async with session(server) as alice:
+            await server.stop()
+            await server.start()
+            release = trio.Event()
+
+            async def squat() -> None:
+                async with server.client("alice"):
+                    await release.wait()
+
+            nursery.start_soon(squat)
+            await trio.sleep(30)  # alice tries, and tries again later
+            assert alice.state is trio_ws.SessionState.CONNECTING
+            tried = server.attempts
+            release.set()
+            assert await alice.echo("back") == "back"
+            assert tried > 3
+
+
 async def test_takeover_close_1008_is_final(autojump_clock: trio.abc.Clock) -> None:
     secret = b"s" * 32
     token = trio_ws.make_token(secret, "alice", 4102444800)

@@ -986,7 +986,14 @@ class Session:
                 log.info("%s: login failed (%s), reconnecting", self.name, code)
                 await conn.aclose()
                 raise ConnectionClosed(CloseCode.NORMAL_CLOSURE, f"login failed: {code}")
-        raise _Final(LoginFailed("name_taken", f"the name {self.name!r} stayed taken"))
+        if self._connections == 0:  # someone else has the name
+            raise _Final(LoginFailed("name_taken", f"the name {self.name!r} stayed taken"))
+        # After a reconnection it is most likely our own old connection, which a server
+        # that was killed keeps in a shared broker until its lease ends: try again later
+        # (a failed attempt, so max_attempts still bounds it).
+        log.info("%s: the name is still taken: reconnecting later", self.name)
+        await conn.aclose()
+        raise ConnectionClosed(CloseCode.NORMAL_CLOSURE, "the name is still taken")
 
     async def _receive_json(self, conn: WebSocketConnection) -> dict[str, Any]:
         while True:
