@@ -17,6 +17,7 @@ from ._broadcast import (
 )
 from ._client import HandshakeFailed, connect
 from ._client_session import (
+    DEFAULT_FATAL_CLOSE_CODES,
     Backoff,
     ConnectionLost,
     HistoryLost,
@@ -31,6 +32,7 @@ from ._client_session import (
     SessionState,
     SessionStatistics,
     Subscription,
+    SubscriptionItem,
     open_session,
 )
 from ._clients import Client, ClientRegistry, RecipientBusy, UnknownClient
@@ -65,6 +67,7 @@ except _NotInstalled:  # pragma: no cover - running from a source tree that is n
     __version__ = "0.0.0"
 
 __all__ = [
+    "DEFAULT_FATAL_CLOSE_CODES",
     "Address",
     "App",
     "Backoff",
@@ -116,6 +119,7 @@ __all__ = [
     "Subscriber",
     "SubscriberState",
     "Subscription",
+    "SubscriptionItem",
     "UnknownClient",
     "WebSocketConnection",
     "WebSocketError",
