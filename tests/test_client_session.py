@@ -580,3 +580,44 @@ async def test_open_session_refuses_bad_options() -> None:
     with pytest.raises(TypeError, match="reconnect"):
         async with trio_ws.open_session("ws://x/ws", name="a", reconnect=3):  # type: ignore[arg-type]
             pass
+
+
+async def test_a_buffer_is_bounded_in_bytes_too(autojump_clock: trio.abc.Clock) -> None:
+    async with restartable() as server, session(server, max_buffer_bytes=400) as alice:
+        lobby = await alice.subscribe("lobby")
+        async with server.client("bob") as bob:
+            await publish(bob, "lobby", *(c * 100 for c in "abcde"))  # ~165 bytes each
+        await alice.ping()
+        items = await take(lobby, 3)
+        assert texts(items[:2]) == [(1, "a" * 100), (2, "b" * 100)]
+        assert items[2] == QueueGap("lobby", 3, 5)
+        with pytest.raises(trio.WouldBlock):
+            lobby.receive_nowait()
+
+
+async def test_a_server_that_leaves_requests_unanswered_is_left(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("trio_ws._client_session.MAX_IN_FLIGHT", 3)
+
+    def make() -> trio_ws.App:
+        app = trio_ws.App()
+
+        @app.service("silent")
+        async def silent(client: trio_ws.Client, message: dict[str, Any]) -> None:
+            pass  # never answers
+
+        @app.service("echo")
+        async def echo(client: trio_ws.Client, message: dict[str, Any]) -> None:
+            await client.send(message)
+
+        return app
+
+    async with restartable(make) as server, session(server, request_timeout=1.0) as alice:
+        for _ in range(3):
+            with pytest.raises(trio.TooSlowError):
+                await alice.request({"type": "silent"}, reply="never")
+        with pytest.raises(trio_ws.ConnectionLost):
+            await alice.request({"type": "silent"}, reply="never")
+        assert await alice.echo("again") == "again"  # on a new connection
+        assert alice.statistics().connections == 2

@@ -96,6 +96,10 @@ particular is how a server hands a name to a new login (a takeover): reconnectin
 take it back, and the two clients would evict each other for ever. Every other end (1001
 shutdown, 1006 a lost connection, 1011, 1012, 1013 a slow reader, ...) is retried."""
 
+MAX_IN_FLIGHT = 10_000
+"""Requests in flight on one connection (those given up on included) beyond which the
+session takes the connection for dead and reconnects."""
+
 # HTTP answers to the opening handshake that another attempt would get again.
 _FATAL_STATUSES = frozenset({400, 401, 403, 404, 405, 426})
 
@@ -318,19 +322,29 @@ class _Link:
 
 
 class _Buffer:
-    """A bounded buffer one task reads, with a wake-up for it."""
+    """A buffer one task reads, bounded in items and in bytes (of the messages as they
+    came), with a wake-up for its reader."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int) -> None:
         self.items: deque[Any] = deque()
+        self._sizes: deque[int] = deque()
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.size = 0
         self._lot = trio.lowlevel.ParkingLot()
 
-    def full(self) -> bool:
-        return len(self.items) >= self.capacity
+    def full(self, size: int = 0) -> bool:
+        return len(self.items) >= self.capacity or self.size + size > self.max_bytes
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, size: int = 0) -> None:
         self.items.append(item)
+        self._sizes.append(size)
+        self.size += size
         self._lot.unpark_all()
+
+    def pop(self) -> Any:
+        self.size -= self._sizes.popleft()
+        return self.items.popleft()
 
     def wake(self) -> None:
         self._lot.unpark_all()
@@ -365,7 +379,7 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
         self.epoch = epoch
         self._session = session
         self._streamed = streamed
-        self._buffer = _Buffer(session.max_buffer)
+        self._buffer = _Buffer(session.max_buffer, session.max_buffer_bytes)
         self._link: _Link | None = None  # the link whose `subscribed` came
         self._ready = trio.Event()
         self._error: BaseException | None = None
@@ -393,7 +407,7 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
             if self._buffer.items:
                 await trio.lowlevel.checkpoint()
                 if self._buffer.items:
-                    return self._buffer.items.popleft()  # type: ignore[no-any-return]
+                    return self._buffer.pop()  # type: ignore[no-any-return]
                 continue
             if self._error is not None:
                 self._raise_error()
@@ -408,7 +422,7 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
         if self._closed:
             raise trio.ClosedResourceError("the subscription is closed")
         if self._buffer.items:
-            return self._buffer.items.popleft()  # type: ignore[no-any-return]
+            return self._buffer.pop()  # type: ignore[no-any-return]
         if self._error is not None:
             self._raise_error()
         raise trio.WouldBlock
@@ -460,12 +474,12 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
                 message["epoch"] = self.epoch
         return message
 
-    def _put(self, item: SubscriptionItem) -> None:
+    def _put(self, item: SubscriptionItem, size: int = 0) -> None:
         session = self._session
         buffer = self._buffer
         if isinstance(item, QueueGap):
             session._gaps += 1
-        if buffer.full() and isinstance(item, Received):
+        if isinstance(item, Received) and buffer.full(size):
             # Full: the message becomes (part of) a gap at the end, never silently lost.
             session._dropped += 1
             last = buffer.items[-1]
@@ -474,7 +488,8 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
                 return
             session._gaps += 1
             item = QueueGap(self.queue, item.seq, item.seq)
-        buffer.put(item)
+            size = 0
+        buffer.put(item, size)
 
     def _on_subscribed(self, link: _Link, reply: dict[str, Any]) -> None:
         seq, epoch = reply.get("seq"), reply.get("epoch")
@@ -502,7 +517,7 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
         self._put(QueueGap(self.queue, max(first, self.seq + 1), last))
         self.seq = last
 
-    def _on_message(self, seq: Any, message: dict[str, Any]) -> None:
+    def _on_message(self, seq: Any, message: dict[str, Any], size: int) -> None:
         if type(seq) is not int or self.seq is None:
             return
         if seq <= self.seq:
@@ -510,7 +525,7 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
             return
         if seq > self.seq + 1:  # a hole nobody announced: say so rather than hide it
             self._put(QueueGap(self.queue, self.seq + 1, seq - 1))
-        self._put(Received(self.queue, seq, message))
+        self._put(Received(self.queue, seq, message), size)
         self.seq = seq
 
     def _fail(self, error: BaseException) -> None:
@@ -529,6 +544,7 @@ class Session:
     Attributes:
         name: the name as the server registered it.
         max_buffer: items a subscription (or the inbox) holds before it overflows.
+        max_buffer_bytes: bytes a subscription (or the inbox) holds before it overflows.
         request_timeout: seconds a request waits (for a connection and for its reply).
     """
 
@@ -541,6 +557,7 @@ class Session:
         backoff: Backoff | None,
         request_timeout: float | None,
         max_buffer: int,
+        max_buffer_bytes: int,
         login_attempts: int,
         login_retry_interval: float,
         keepalive_interval: float | None,
@@ -555,6 +572,7 @@ class Session:
         self.backoff = backoff
         self.request_timeout = request_timeout
         self.max_buffer = max_buffer
+        self.max_buffer_bytes = max_buffer_bytes
         self._login_attempts = login_attempts
         self._login_retry_interval = login_retry_interval
         self._keepalive_interval = keepalive_interval
@@ -567,7 +585,7 @@ class Session:
         self._link: _Link | None = None
         self._link_changed = trio.lowlevel.ParkingLot()
         self._subs: dict[str, Subscription] = {}
-        self._inbox = _Buffer(max_buffer)
+        self._inbox = _Buffer(max_buffer, max_buffer_bytes)
         self._fatal: BaseException | None = None
         self._body_scope: trio.CancelScope | None = None
         self._connections = 0
@@ -698,7 +716,7 @@ class Session:
             if inbox.items:
                 await trio.lowlevel.checkpoint()
                 if inbox.items:
-                    return inbox.items.popleft()  # type: ignore[no-any-return]
+                    return inbox.pop()  # type: ignore[no-any-return]
                 continue
             if self._state is SessionState.CLOSED:
                 raise SessionClosed("the session has ended") from self._fatal
@@ -793,6 +811,13 @@ class Session:
         async with link.send_lock:
             if self._link is not link:
                 raise ConnectionLost("the connection was lost before the request was sent")
+            if len(link.pending) >= MAX_IN_FLIGHT:
+                # Requests given up on stay listed until answered: a server that leaves
+                # this many unanswered is not answering. Start again on a new connection.
+                log.warning("%s: %d requests unanswered: reconnecting", self.name, MAX_IN_FLIGHT)
+                link.conn.abort()
+                self._lose(link)
+                raise ConnectionLost("the server left too many requests unanswered")
             link.pending.append(pending)
             try:
                 await link.conn.send(message)
@@ -803,14 +828,14 @@ class Session:
                     link.pending.remove(pending)
                 raise ConnectionLost("the connection was lost while sending") from None
 
-    def _dispatch(self, link: _Link, message: dict[str, Any]) -> None:
+    def _dispatch(self, link: _Link, message: dict[str, Any], size: int = 0) -> None:
         """What the link's reader does with one message from the server."""
         kind = message.get("type")
         if kind == "grouped" or kind == "streamed":
             queue = "stream" if kind == "streamed" else message.get("group")
             sub = self._subs.get(queue) if isinstance(queue, str) else None
             if sub is not None and sub._link is link:
-                sub._on_message(message.get("seq"), message)
+                sub._on_message(message.get("seq"), message, size)
             return
         if kind == "gap":
             queue = message.get("group")
@@ -841,11 +866,11 @@ class Session:
         if kind in ("subscribed", "unsubscribed", "pong", "echo", "who", "members"):
             return  # the answer to a request given up on, or a duplicate subscribe
         inbox = self._inbox
-        if inbox.full():
+        if inbox.full(size):
             self._dropped += 1
             log.warning("%s: the inbox is full; dropped %r", self.name, kind)
             return
-        inbox.put(message)
+        inbox.put(message, size)
 
     def _resolved(self, pending: _Pending) -> None:
         if pending.on_reply is not None and pending.error is not None:
@@ -973,9 +998,9 @@ class Session:
                 await trio.sleep(self._login_retry_interval)
             await conn.send(message)
             with trio.fail_after(_forever(self.request_timeout)):
-                reply = await self._receive_json(conn)
+                reply, _ = await self._receive_json(conn)
                 while reply.get("type") not in ("welcome", "error"):
-                    reply = await self._receive_json(conn)
+                    reply, _ = await self._receive_json(conn)
             if reply["type"] == "welcome":
                 self.name = str(reply.get("name", self.name))
                 return
@@ -995,7 +1020,8 @@ class Session:
         await conn.aclose()
         raise ConnectionClosed(CloseCode.NORMAL_CLOSURE, "the name is still taken")
 
-    async def _receive_json(self, conn: WebSocketConnection) -> dict[str, Any]:
+    async def _receive_json(self, conn: WebSocketConnection) -> tuple[dict[str, Any], int]:
+        """The next JSON object from the server, and its size (bytes, as it came)."""
         while True:
             data = await conn.receive()
             if isinstance(data, str):
@@ -1005,13 +1031,14 @@ class Session:
                     log.warning("%s: the server sent text that is not JSON", self.name)
                     continue
                 if isinstance(message, dict):
-                    return message
+                    return message, len(data)
 
     async def _read(self, link: _Link) -> None:
         """Hand what arrives to the requests and subscriptions, until the connection ends."""
         try:
             while True:
-                self._dispatch(link, await self._receive_json(link.conn))
+                message, size = await self._receive_json(link.conn)
+                self._dispatch(link, message, size)
         except ConnectionClosed:
             return
 
@@ -1124,6 +1151,7 @@ async def open_session(
     reconnect: bool | Backoff = True,
     request_timeout: float | None = 10.0,
     max_buffer: int = 1000,
+    max_buffer_bytes: int = 16 << 20,
     login_attempts: int = 4,
     login_retry_interval: float = 0.5,
     keepalive_interval: float | None = 20.0,
@@ -1159,6 +1187,8 @@ async def open_session(
         max_buffer: items a subscription, and the inbox, hold unread before overflowing
             (a subscription's overflow becomes a gap item; the inbox's is dropped and
             counted).
+        max_buffer_bytes: bytes (of the messages as received) each of them holds unread
+            before overflowing the same way; 16 MiB.
         login_attempts: logins tried on one connection while the name is taken (the
             server closes a connection at the fifth failure, so at most 4).
         login_retry_interval: seconds between them.
@@ -1189,6 +1219,8 @@ async def open_session(
         )
     if type(max_buffer) is not int or max_buffer < 1:
         raise ValueError(f"max_buffer must be a positive int: {max_buffer!r}")
+    if type(max_buffer_bytes) is not int or max_buffer_bytes < 1:
+        raise ValueError(f"max_buffer_bytes must be a positive int: {max_buffer_bytes!r}")
     if request_timeout is not None and not request_timeout > 0:
         raise ValueError(f"request_timeout must be positive or None: {request_timeout!r}")
     if keepalive_interval is not None and not keepalive_interval > 0:
@@ -1214,6 +1246,7 @@ async def open_session(
         backoff=backoff,
         request_timeout=request_timeout,
         max_buffer=max_buffer,
+        max_buffer_bytes=max_buffer_bytes,
         login_attempts=login_attempts,
         login_retry_interval=login_retry_interval,
         keepalive_interval=keepalive_interval,
