@@ -621,3 +621,25 @@ async def test_a_server_that_leaves_requests_unanswered_is_left(
             await alice.request({"type": "silent"}, reply="never")
         assert await alice.echo("again") == "again"  # on a new connection
         assert alice.statistics().connections == 2
+
+
+async def test_a_subscribe_during_an_outage_completes_on_the_next_connection(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with restartable() as server, session(server) as alice:
+        await server.stop()
+        subs: list[trio_ws.Subscription] = []
+
+        async def join() -> None:
+            subs.append(await alice.subscribe("lobby"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(join)
+            await trio.sleep(3)
+            assert subs == []
+            await server.start()
+        (lobby,) = subs
+        assert lobby.seq == 0
+        async with server.client("bob") as bob:
+            await publish(bob, "lobby", "hi")
+        assert texts(await take(lobby, 1)) == [(1, "hi")]
