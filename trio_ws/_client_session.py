@@ -447,7 +447,9 @@ class Subscription(trio.abc.ReceiveChannel[SubscriptionItem]):
         if session._subs.get(self.queue) is self:
             del session._subs[self.queue]
         link = session._link
-        if link is not None and self._link is link:
+        # Even if its subscribed has not come yet on this connection (a resume in flight):
+        # the unsubscribe follows the subscribe on the wire, and is harmless without one.
+        if link is not None:
             request = (
                 {"type": "streamed", "action": "unsubscribe"}
                 if self._streamed
