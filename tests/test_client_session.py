@@ -643,3 +643,18 @@ async def test_a_subscribe_during_an_outage_completes_on_the_next_connection(
         async with server.client("bob") as bob:
             await publish(bob, "lobby", "hi")
         assert texts(await take(lobby, 1)) == [(1, "hi")]
+
+
+async def test_closing_a_subscription_while_it_resumes_unsubscribes_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with restartable() as server, session(server) as alice:
+        for round_ in range(8):  # the resume's subscribe may or may not be out already
+            group = f"g{round_}"
+            sub = await alice.subscribe(group)
+            await server.stop()
+            await server.start()
+            await alice.wait_connected()  # the resume is starting
+            await sub.aclose()
+            await trio.sleep(1)
+            assert await alice.members(group) == []
