@@ -262,6 +262,48 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     return "sentinel", parts
 
 
+def queue_channel(prefix: str, queue: str, *, cluster: bool) -> str:
+    """The channel that carries ``queue``'s messages (a shard channel on a cluster)."""
+    return f"{prefix}:{{q:{queue}}}" if cluster else f"{prefix}:q:{queue}"
+
+
+def queue_keys(prefix: str, queue: str, *, cluster: bool) -> list[str]:
+    """``queue``'s seq, log and epoch keys: the KEYS of the publish and replay scripts."""
+    if cluster:
+        tagged = f"{prefix}:{{q:{queue}}}"
+        return [f"{tagged}:seq", f"{tagged}:log", f"{tagged}:epoch"]
+    q = f"{prefix}:q:{queue}"
+    return [f"{q}:seq", f"{q}:log", f"{prefix}:epoch"]
+
+
+def publish_script(*, cluster: bool) -> str:
+    """The source of the publish script (sharded pub/sub on a cluster)."""
+    return scripts.sharded(scripts.PUBLISH) if cluster else scripts.PUBLISH
+
+
+def publish_args(
+    channel: str,
+    body: bytes,
+    *,
+    kind: int,
+    key: str | None,
+    options: QueueOptions,
+    deadline: int,
+) -> list[str | int | bytes]:
+    """The ARGV of the publish script, for a node or anyone else publishing to a queue."""
+    return [
+        channel,
+        kind,
+        key or "",
+        "1" if key is not None else "0",
+        body,
+        options.history,
+        math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
+        secrets.token_hex(6),  # the epoch, if the store has none yet
+        deadline,
+    ]
+
+
 async def _unsubscribe(pubsub: Any, channels: list[str], _client: object) -> None:
     await pubsub.unsubscribe(*channels)
 
@@ -398,7 +440,7 @@ class RedisBroker(Broker):
         self._scripts = {
             name: Script[bytes](script=source)
             for name, source in (
-                ("publish", scripts.sharded(scripts.PUBLISH) if self._cluster else scripts.PUBLISH),
+                ("publish", publish_script(cluster=self._cluster)),
                 ("replay", scripts.REPLAY),
                 ("retract", scripts.sharded(scripts.RETRACT) if self._cluster else scripts.RETRACT),
                 ("claim", scripts.CLAIM),
@@ -433,15 +475,11 @@ class RedisBroker(Broker):
     # {name:<key>}, a node's channel {to:<node id>}; the node registry is {nodes}.
 
     def _queue_channel(self, queue: str) -> str:
-        return f"{self.prefix}:{{q:{queue}}}" if self._cluster else f"{self.prefix}:q:{queue}"
+        return queue_channel(self.prefix, queue, cluster=self._cluster)
 
     def _queue_keys(self, queue: str) -> list[str]:
         """The queue's seq, log and epoch keys."""
-        if self._cluster:
-            tagged = f"{self.prefix}:{{q:{queue}}}"
-            return [f"{tagged}:seq", f"{tagged}:log", f"{tagged}:epoch"]
-        q = f"{self.prefix}:q:{queue}"
-        return [f"{q}:seq", f"{q}:log", f"{self.prefix}:epoch"]
+        return queue_keys(self.prefix, queue, cluster=self._cluster)
 
     def _presence_key(self, queue: str) -> str:
         if self._cluster:
@@ -1123,17 +1161,14 @@ class RedisBroker(Broker):
     async def publish(
         self, queue: str, body: bytes, *, kind: int, key: str | None, options: QueueOptions
     ) -> int:
-        args: list[str | int | bytes] = [
+        args = publish_args(
             self._queue_channel(queue),
-            kind,
-            key or "",
-            "1" if key is not None else "0",
             body,
-            options.history,
-            math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
-            secrets.token_hex(6),
-            self._deadline(),
-        ]
+            kind=kind,
+            key=key,
+            options=options,
+            deadline=self._deadline(),
+        )
         keys = self._queue_keys(queue)
         publisher = self._publisher
         operation: Callable[[_Client], Awaitable[Any]]
