@@ -89,14 +89,17 @@ def create_app(
     dashboard_token: str | None = None,
     ticks_per_second: float = TICKS_PER_SECOND,
     broker: Broker | str = "memory",
+    api_key: str | None = None,
 ) -> App:
-    """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard."""
+    """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard
+    (and the server API, with ``api_key``)."""
     app = App(
         config=config,
         ws_path="/ws",
         broker=broker,
         queue_defaults=QueueOptions(history=HISTORY, max_history_bytes=256 << 10),
         metrics_token=dashboard_token,  # one token for the dashboard's stream and /metrics
+        api_key=api_key,
     )
     for path, name in _STATIC.items():
         app.router.add(path, static_resource(_PACKAGE, name))
