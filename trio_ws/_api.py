@@ -40,7 +40,7 @@ from .protocol._handshake import Request
 if TYPE_CHECKING:
     from ._app import App
 
-__all__ = ["API_PREFIX", "DEFAULT_API_RATE", "MAX_API_BODY_SIZE", "ServerApi"]
+__all__ = ["API_PREFIX", "DEFAULT_API_RATE", "MAX_API_BODY_SIZE", "ServerApi", "check_api_key"]
 
 log = logging.getLogger("trio_ws.api")
 
@@ -133,8 +133,7 @@ class ServerApi:
         rate: tuple[int, float] | None = DEFAULT_API_RATE,
         max_body_size: int = MAX_API_BODY_SIZE,
     ) -> None:
-        if not key or key != key.strip() or any(ord(c) < 0x21 or ord(c) > 0x7E for c in key):
-            raise ValueError("an API key must be non-empty printable ASCII without spaces")
+        check_api_key(key)
         if max_body_size < 1:
             raise ValueError(f"max_body_size must be positive, not {max_body_size}")
         self.app = app
@@ -187,9 +186,7 @@ class ServerApi:
         try:
             result = await endpoint(request, body)
         except BrokerUnavailable as exc:
-            raise ApiProblem(
-                503, "broker_unavailable", str(exc), (("Retry-After", "1"),)
-            ) from None
+            raise ApiProblem(503, "broker_unavailable", str(exc), (("Retry-After", "1"),)) from None
         return _json_response(200, result)
 
     def _authorized(self, request: Request) -> bool:
@@ -295,13 +292,18 @@ class ServerApi:
         return {
             "node": app.broker.node_id,
             "nodes": [
-                {"id": n.node_id, "connections": n.connections, "clients": n.clients}
-                for n in nodes
+                {"id": n.node_id, "connections": n.connections, "clients": n.clients} for n in nodes
             ],
             "connections": len(app.server.connections),
             "clients": len(app.clients),
             "queues": queue_stats(app)["queues"],
         }
+
+
+def check_api_key(key: str) -> None:
+    """Raise ValueError unless ``key`` can travel in an ``Authorization`` header as is."""
+    if not key or any(ord(c) < 0x21 or ord(c) > 0x7E for c in key):
+        raise ValueError("an API key must be non-empty printable ASCII without spaces")
 
 
 def _allow(request: Request, method: str) -> None:

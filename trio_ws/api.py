@@ -67,9 +67,7 @@ class Client:
 
     # ------------------------------------------------------------------ endpoints
 
-    def publish(
-        self, queue: str, data: dict[str, Any] | str, *, key: str | None = None
-    ) -> int:
+    def publish(self, queue: str, data: dict[str, Any] | str, *, key: str | None = None) -> int:
         """Publish ``data`` (a JSON object, or a text) to ``queue`` on every node; return
         its seq.
 
