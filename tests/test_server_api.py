@@ -222,7 +222,7 @@ async def test_disconnect_closes_the_client_with_the_code_and_reason() -> None:
         {"name": "carol", "code": 5000},
         {"name": "carol", "code": "4000"},
         {"name": "carol", "code": True},
-        {"name": "carol", "reason": "é" * 62},
+        {"name": "carol", "reason": "x" * 124},
         {"name": "carol", "reason": 7},
         {"name": ""},
         {"code": 1000},
@@ -238,6 +238,16 @@ async def test_disconnect_refuses_bad_fields(body: dict[str, Any]) -> None:
             assert (await receive_json(carol))["text"] == "still here"
 
 
+async def test_a_long_reason_is_cut_at_a_character_boundary() -> None:
+    app = api_app()
+    with trio.fail_after(TIME_LIMIT):
+        async with running(app) as address, logged_in(address, "carol") as carol:
+            body = {"name": "carol", "code": 4000, "reason": "é" * 100}  # 200 bytes
+            assert (await call(address, "POST", "/api/disconnect", body)).status == 200
+            closed = await expect_closed(carol)
+            assert (closed.code, closed.reason) == (4000, "é" * 61)
+
+
 async def test_members_and_info_describe_the_node() -> None:
     app = api_app()
     with trio.fail_after(TIME_LIMIT):
@@ -248,9 +258,11 @@ async def test_members_and_info_describe_the_node() -> None:
             assert answer.json() == {"queue": "g1", "members": ["dora"]}
             answer = await call(address, "GET", "/api/members?queue=empty")
             assert answer.json() == {"queue": "empty", "members": []}
-            for query in ("", "?queue=", "?queue=a&queue=b"):
+            for query in ("", "?queue=", "?queue=a&queue=b", "?queue=g1&extra=1", "?group=g1"):
                 answer = await call(address, "GET", f"/api/members{query}")
                 assert (answer.status, answer.error()) == (400, "bad_request")
+            answer = await call(address, "GET", "/api/members?queue=no%20spaces")
+            assert (answer.status, answer.error()) == (400, "bad_group")
             info = (await call(address, "GET", "/api/info")).json()
             assert info["node"] == app.broker.node_id
             assert info["connections"] == 1
@@ -369,6 +381,8 @@ async def test_the_openapi_document_is_served_without_a_key() -> None:
         (b'{"queue": "g", "data": 5}', "bad_request"),
         (b'{"queue": "g", "data": [1]}', "bad_request"),
         (b'{"queue": "g", "data": "t", "key": 3}', "bad_request"),
+        (b'{"queue": "g", "data": "t", "key": null}', "bad_request"),
+        (b'{"queue": "g", "data": "t", "key": ""}', "bad_request"),
     ],
 )
 async def test_bad_bodies_are_a_400_with_a_code(raw: bytes, code: str) -> None:

@@ -33,7 +33,7 @@ from ._clients import RecipientBusy, UnknownClient
 from ._http import BodyReader, HttpResponse
 from ._limits import RateLimiter
 from ._metrics import queue_stats
-from ._queue_model import QueueError
+from ._queue_model import QueueError, check_queue_name
 from .brokers import BrokerUnavailable
 from .protocol._handshake import Request
 
@@ -89,9 +89,9 @@ def _bad(message: str) -> ApiProblem:
 
 
 def _string(body: dict[str, Any], field: str, *, required: bool = True) -> str | None:
-    value = body.get(field)
-    if value is None and not required:
+    if field not in body and not required:
         return None
+    value = body.get(field)
     if not isinstance(value, str) or not value:
         raise _bad(f"{field!r} must be a non-empty string")
     return value
@@ -140,12 +140,13 @@ class ServerApi:
         self._key = key.encode()
         self.limiter = RateLimiter(*rate) if rate is not None else None
         self.max_body_size = max_body_size
-        self._endpoints: dict[str, tuple[str, Endpoint]] = {
-            "publish": ("POST", self._publish),
-            "send": ("POST", self._send),
-            "disconnect": ("POST", self._disconnect),
-            "members": ("GET", self._members),
-            "info": ("GET", self._info),
+        # Each endpoint: its method, the query parameters it takes, its function.
+        self._endpoints: dict[str, tuple[str, frozenset[str], Endpoint]] = {
+            "publish": ("POST", frozenset(), self._publish),
+            "send": ("POST", frozenset(), self._send),
+            "disconnect": ("POST", frozenset(), self._disconnect),
+            "members": ("GET", frozenset({"queue"}), self._members),
+            "info": ("GET", frozenset(), self._info),
         }
         self._openapi: bytes | None = None
 
@@ -168,7 +169,7 @@ class ServerApi:
         entry = self._endpoints.get(name)
         if entry is None:
             raise ApiProblem(404, "not_found", f"no endpoint {request.path}")
-        method, endpoint = entry
+        method, parameters, endpoint = entry
         _allow(request, method)
         if not self._authorized(request):
             raise ApiProblem(
@@ -182,6 +183,9 @@ class ServerApi:
             raise ApiProblem(
                 429, "rate_limited", "too many requests; slow down", (("Retry-After", str(retry)),)
             )
+        unknown = set(urllib.parse.parse_qs(request.query, keep_blank_values=True)) - parameters
+        if unknown:  # a misspelt parameter would otherwise be silently ignored
+            raise _bad(f"unknown query parameters: {', '.join(sorted(unknown))}")
         body = await self._body(request, read_body) if method == "POST" else {}
         try:
             result = await endpoint(request, body)
@@ -268,8 +272,10 @@ class ServerApi:
         if type(code) is not int or not (code == 1000 or 3000 <= code <= 4999):
             raise _bad("'code' must be 1000 or an application close code (3000-4999)")
         reason = body.get("reason", "")
-        if not isinstance(reason, str) or len(reason.encode()) > _MAX_REASON_BYTES:
-            raise _bad(f"'reason' must be a string of at most {_MAX_REASON_BYTES} bytes")
+        if not isinstance(reason, str) or len(reason) > _MAX_REASON_BYTES:
+            raise _bad(f"'reason' must be a string of at most {_MAX_REASON_BYTES} characters")
+        # Cut to what a Close frame holds, at a character boundary.
+        reason = reason.encode()[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
         try:
             await self.app.clients.disconnect(name, code, reason)
         except UnknownClient as exc:
@@ -281,7 +287,7 @@ class ServerApi:
         if len(queues) != 1 or not queues[0]:
             raise _bad("give one queue: ?queue=<name>")
         try:
-            members = await self.app.members(queues[0])
+            members = await self.app.members(check_queue_name(queues[0]))
         except QueueError as exc:
             raise ApiProblem(400, exc.code, exc.message) from None
         return {"queue": queues[0], "members": members}
