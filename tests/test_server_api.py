@@ -490,6 +490,26 @@ async def test_a_body_sent_after_the_head_is_read(autojump_clock: trio.abc.Clock
             assert answer.json() == {"seq": 1}
 
 
+async def test_a_body_of_many_reads_is_read_whole() -> None:
+    app = api_app()
+    with trio.fail_after(TIME_LIMIT):
+        async with running(app) as address, logged_in(address, "max") as max_:
+            await max_.send({"type": "grouped", "action": "subscribe", "group": "big"})
+            await receive_json(max_)
+            text = "".join(chr(0x41 + i % 26) for i in range(60_000))
+            data = request_bytes("POST", "/api/publish", {"queue": "big", "data": text})
+            host, port = split_address(address)
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                for start in range(0, len(data), 1000):  # many small writes
+                    await stream.send_all(data[start : start + 1000])
+                answer = b""
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert await max_.receive() == text
+
+
 async def test_a_body_that_never_comes_is_a_408(autojump_clock: trio.abc.Clock) -> None:
     app = api_app(config=ServerConfig(handshake_timeout=5))
     with trio.fail_after(TIME_LIMIT):
