@@ -551,6 +551,19 @@ async def test_a_broker_that_cannot_be_reached_is_a_503() -> None:
             assert (answer.status, answer.error()) == (503, "broker_unavailable")
 
 
+def test_the_api_defaults_are_those_of_security_md() -> None:
+    from trio_ws._api import DEFAULT_API_RATE, MAX_API_BODY_SIZE
+
+    assert MAX_API_BODY_SIZE == 64 * 1024
+    assert DEFAULT_API_RATE == (1000, 1.0)
+    assert ServerConfig().handshake_timeout == 10.0
+    api = App(api_key=KEY).api
+    assert api is not None
+    assert api.max_body_size == 64 * 1024
+    assert api.limiter is not None
+    assert (api.limiter.count, api.limiter.period) == (1000, 1.0)
+
+
 def test_a_key_that_cannot_travel_in_a_header_is_refused() -> None:
     for key in ("", "with space", "tab\t", "é"):
         with pytest.raises(ValueError, match="API key"):
