@@ -1,7 +1,8 @@
 """Server API benchmark: what a backend pays per call, against a plain HTTP request.
 
-Starts ``trio-ws-demo --api-key`` on a free loopback port (stopped by PID at the end), with
-one logged-in WebSocket subscriber on the group, and measures from ``--threads`` threads:
+Starts the demo app with the API on and no API rate limit in a subprocess on a free
+loopback port (stopped by PID at the end), with one logged-in WebSocket subscriber on the
+group, and measures from ``--threads`` threads:
 
 * **healthz**: ``GET /healthz`` with ``http.client``: the floor of one request on its own
   connection;
@@ -17,20 +18,22 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from websockets.sync.client import connect
 
 from trio_ws.api import Client
 
 KEY = "bench-key"
+SERVER = """
+from trio_ws.demo.app import create_app
+create_app(api_key={key!r}, api_rate=None).run("127.0.0.1", {port})
+"""
 
 
 def free_port() -> int:
@@ -62,12 +65,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="concurrent callers")
     args = parser.parse_args()
     port = free_port()
-    demo = Path(sys.executable).with_name("trio-ws-demo")
-    proc = subprocess.Popen(
-        [str(demo), "--port", str(port), "--log-level", "WARNING", "--rate-limit", "off"],
-        env={**os.environ, "TRIO_WS_API_KEY": KEY},
-        stdout=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen([sys.executable, "-c", SERVER.format(key=KEY, port=port)])
     try:
         api = Client(f"http://127.0.0.1:{port}", KEY)
         deadline = time.monotonic() + 15

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .._api import DEFAULT_API_RATE
 from .._app import App
 from .._clients import Client
 from .._config import ServerConfig
@@ -90,6 +91,7 @@ def create_app(
     ticks_per_second: float = TICKS_PER_SECOND,
     broker: Broker | str = "memory",
     api_key: str | None = None,
+    api_rate: tuple[int, float] | None = DEFAULT_API_RATE,
 ) -> App:
     """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard
     (and the server API, with ``api_key``)."""
@@ -100,6 +102,7 @@ def create_app(
         queue_defaults=QueueOptions(history=HISTORY, max_history_bytes=256 << 10),
         metrics_token=dashboard_token,  # one token for the dashboard's stream and /metrics
         api_key=api_key,
+        api_rate=api_rate,
     )
     for path, name in _STATIC.items():
         app.router.add(path, static_resource(_PACKAGE, name))
