@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws import App, ServerConfig
+from trio_ws import App, HttpResponse, ServerConfig
 from trio_ws._limits import RateLimiter
 from trio_ws.brokers import BrokerUnavailable, MemoryBroker
 from trio_ws.demo.app import create_app
@@ -332,6 +332,17 @@ async def test_a_key_in_the_query_is_not_accepted() -> None:
         async with running(app) as address:
             answer = await call(address, "GET", f"/api/info?token={KEY}", key=None)
             assert (answer.status, answer.error()) == (401, "unauthorized")
+
+
+async def test_an_exact_route_of_the_app_wins_over_the_api_prefix() -> None:
+    app = api_app()
+    app.router.add("/api/custom", lambda _request: HttpResponse(200, "mine\n"))
+    with trio.fail_after(TIME_LIMIT):
+        async with running(app) as address:
+            answer = await call(address, "GET", "/api/custom", key=None)
+            assert (answer.status, answer.body) == (200, b"mine\n")
+            answer = await call(address, "GET", "/api/customer")
+            assert (answer.status, answer.error()) == (404, "not_found")
 
 
 async def test_unknown_endpoints_are_404_and_wrong_methods_405() -> None:

@@ -141,9 +141,10 @@ class HttpRouter:
     async def respond(
         self, request: Request, read_body: BodyReader = _no_body
     ) -> tuple[int, bytes]:
-        """Return the status and the encoded response for a plain HTTP request."""
+        """Return the status and the encoded response for a plain HTTP request (an exact
+        route wins over a prefix)."""
         for prefix, prefix_route in self.prefixes.items():
-            if request.path.startswith(prefix):
+            if request.path.startswith(prefix) and request.path not in self.routes:
                 try:
                     response = await prefix_route(request, read_body)
                 except Exception:
