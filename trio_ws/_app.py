@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
+from ._api import API_PREFIX, DEFAULT_API_RATE, MAX_API_BODY_SIZE, ServerApi
 from ._broadcast import BroadcastHub, BroadcastQueue, QueueChannel
 from ._clients import Client, ClientRegistry
 from ._config import ServerConfig
@@ -56,6 +57,12 @@ class App:
         select_subprotocol: picks one of the subprotocols a client offers, or ``None``.
         metrics_token: ``/metrics`` requires it (``Authorization: Bearer``); without one,
             ``/metrics`` answers only peers on this machine.
+        api_key: turns the server API on (``/api/``, docs/server-api.md): backends that
+            send ``Authorization: Bearer <api_key>`` may publish, send to and disconnect
+            clients, and read members and cluster info. ``None`` (the default): no API.
+        api_rate: the API answers at most ``count`` requests per ``period`` seconds
+            (``(count, period)``; ``None``: no limit).
+        max_api_body_size: the largest API request body, in bytes.
     """
 
     def __init__(
@@ -69,6 +76,9 @@ class App:
         queue_defaults: QueueOptions | None = None,
         select_subprotocol: SubprotocolSelector | None = None,
         metrics_token: str | None = None,
+        api_key: str | None = None,
+        api_rate: tuple[int, float] | None = DEFAULT_API_RATE,
+        max_api_body_size: int = MAX_API_BODY_SIZE,
     ) -> None:
         if on_name_conflict not in ("refuse", "takeover"):
             raise ValueError(
@@ -95,6 +105,11 @@ class App:
             "/trio_ws.js",
             static_resource("trio_ws", "static/trio_ws.js", content_type="text/javascript"),
         )
+        self.api: ServerApi | None = None
+        """The server API, when the app has an API key."""
+        if api_key is not None:
+            self.api = ServerApi(self, api_key, rate=api_rate, max_body_size=max_api_body_size)
+            self.router.add_prefix(API_PREFIX, self.api.respond)
         self.server = Server(
             self.sessions.handle,
             config=self.config,

@@ -11,6 +11,7 @@ import trio
 from ._connection import ConnectionClosed, Message, WebSocketConnection, dumps
 from ._names import name_key
 from ._services import ServiceError
+from .brokers._base import Payload, RoutedClose
 from .protocol._errors import CloseCode
 
 if TYPE_CHECKING:
@@ -122,10 +123,28 @@ class ClientRegistry:
         if not await self._broker.route(name, payload):
             raise UnknownClient(name)
 
-    def _on_routed(self, name: str, payload: str | bytes) -> bool:
+    async def disconnect(
+        self, name: str, code: int = CloseCode.NORMAL_CLOSURE, reason: str = ""
+    ) -> None:
+        """Close the connection of the client called ``name``, wherever it is connected,
+        with ``code`` and ``reason``, without waiting for the close handshake.
+
+        Raises:
+            UnknownClient: nobody of that name is connected (or it is leaving already).
+            BrokerUnavailable: the name is not on this node and the broker is unavailable.
+        """
+        client = self._clients.get(name_key(name))
+        if client is not None and _close_nowait(client, code, reason):
+            return
+        if not await self._broker.route(name, RoutedClose(code, reason)):
+            raise UnknownClient(name)
+
+    def _on_routed(self, name: str, payload: Payload) -> bool:
         client = self._clients.get(name_key(name))
         if client is None:
             return False
+        if isinstance(payload, RoutedClose):
+            return _close_nowait(client, payload.code, payload.reason)
         try:
             client.connection.send_nowait(payload)
         except (ConnectionClosed, trio.WouldBlock):
@@ -139,6 +158,18 @@ class ClientRegistry:
         key = name_key(client.name)
         if self._clients.get(key) is client:
             del self._clients[key]
+
+
+def _close_nowait(client: Client, code: int, reason: str) -> bool:
+    """Start closing ``client``'s connection; whether it was open to close."""
+    conn = client.connection
+    log.info("#%d %r disconnected (%d) by the server API", conn.id, client.name, code)
+    try:
+        if not conn.close_nowait(code, reason):
+            conn.drain_soon()  # (always on TLS) the Close goes out behind what is owed
+    except ConnectionClosed:
+        return False
+    return True
 
 
 def _encode(message: Any) -> str | bytes:

@@ -1,7 +1,12 @@
-"""Plain-HTTP answers on the WebSocket port: static files, ``/healthz``, ``/metrics``.
+"""Plain-HTTP answers on the WebSocket port: static files, ``/healthz``, ``/metrics``, and
+the server API (:mod:`trio_ws._api`).
 
 A request that is not a WebSocket upgrade is answered once and the connection closed
-(``Connection: close``): the page, the dashboard and probes need nothing more.
+(``Connection: close``): the page, the dashboard, probes and backends need nothing more.
+Exact-path routes answer GET and HEAD and never see a body. A prefix route
+(:meth:`HttpRouter.add_prefix`) answers every method under its prefix and reads a body
+itself, through the :data:`BodyReader` the server hands it: the route decides, from the
+head, whether a body is worth reading before a byte of it is read.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ class HttpResponse:
 
 
 Route = Callable[[Request], HttpResponse | Awaitable[HttpResponse]]
+
+BodyReader = Callable[[int], Awaitable[bytes | None]]
+"""``await read_body(n)``: exactly the ``n`` bytes of body after the head, or ``None`` if
+the peer left or did not send them within the server's body timeout."""
+
+PrefixRoute = Callable[[Request, BodyReader], Awaitable[HttpResponse]]
+
+
+async def _no_body(_size: int) -> bytes | None:
+    return None
 
 
 def static_resource(package: str, name: str, *, content_type: str | None = None) -> Route:
@@ -103,18 +118,39 @@ def bearer_token_matches(request: Request, token: str) -> bool:
 
 
 class HttpRouter:
-    """Exact-path routes for GET (and HEAD); 404 for unknown paths, 405 for other methods."""
+    """Exact-path routes for GET (and HEAD), and prefix routes for any method; 404 for
+    unknown paths, 405 for other methods on an exact path."""
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
+        self.prefixes: dict[str, PrefixRoute] = {}
 
     def add(self, path: str, route: Route) -> None:
+        """Answer GET and HEAD at exactly ``path`` with ``route``."""
         if not path.startswith("/"):
             raise ValueError(f"route path must start with '/': {path!r}")
         self.routes[path] = route
 
-    async def respond(self, request: Request) -> tuple[int, bytes]:
-        """Return the status and the encoded response for a plain HTTP request."""
+    def add_prefix(self, prefix: str, route: PrefixRoute) -> None:
+        """Answer every request whose path starts with ``prefix`` (ending in ``/``) with
+        ``await route(request, read_body)``; the route answers methods and errors itself."""
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ValueError(f"a route prefix must start and end with '/': {prefix!r}")
+        self.prefixes[prefix] = route
+
+    async def respond(
+        self, request: Request, read_body: BodyReader = _no_body
+    ) -> tuple[int, bytes]:
+        """Return the status and the encoded response for a plain HTTP request (an exact
+        route wins over a prefix)."""
+        for prefix, prefix_route in self.prefixes.items():
+            if request.path.startswith(prefix) and request.path not in self.routes:
+                try:
+                    response = await prefix_route(request, read_body)
+                except Exception:
+                    log.exception("route %s failed", request.path)
+                    response = HttpResponse(500, "internal server error\n")
+                return response.status, response.encode(head_only=request.method == "HEAD")
         route = self.routes.get(request.path)
         if route is None:
             response = HttpResponse(404, "not found\n")

@@ -613,6 +613,25 @@ class Server:
                     return request
         return None
 
+    async def _read_body(
+        self, transport: Transport, handshake: ServerHandshake, size: int
+    ) -> bytes | None:
+        """Exactly ``size`` bytes of body after the head, within ``handshake_timeout`` (a
+        fresh one after the head's); ``None`` if the peer left or was too slow. The route
+        has checked ``size`` against its limit: nothing beyond it is read."""
+        body = bytearray(handshake.trailing_data[:size])
+        with trio.move_on_after(self.config.handshake_timeout or math.inf):
+            while len(body) < size:
+                try:
+                    data = await transport.receive_some()
+                except TransportClosed:
+                    return None
+                if not data:
+                    return None
+                body += data[: size - len(body)]
+            return bytes(body)
+        return None
+
     def _refusal(self, request: Request, *, secure: bool) -> tuple[int, str] | None:
         """Path, Origin and capacity checks of an upgrade request."""
         if (
@@ -667,7 +686,11 @@ class Server:
         if not request.is_websocket:
             self._http_requests += 1
             current_peer.set(remote)
-            status, data = await self.router.respond(request)
+
+            async def read_body(size: int) -> bytes | None:
+                return await self._read_body(transport, handshake, size)
+
+            status, data = await self.router.respond(request, read_body)
             await self._reply_http(transport, status, data)
             return
         secure = isinstance(getattr(transport, "stream", None), trio.SSLStream)

@@ -22,6 +22,7 @@ import trio.testing
 from tests.redis_fixture import RedisCluster, RedisServer, start_redis, start_redis_cluster
 from trio_ws._queue_model import Message
 from trio_ws.brokers import Broker, BrokerState, MemoryBroker
+from trio_ws.brokers._base import Payload
 from trio_ws.brokers.redis import RedisBroker
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class Recorder:
         self.broker = broker
         self.messages: dict[str, list[Message]] = {}
         self.retracts: list[tuple[str, str]] = []
-        self.routed: list[tuple[str, str | bytes]] = []
+        self.routed: list[tuple[str, Payload]] = []
         self.displaced: list[tuple[str, str]] = []
         self.refuse: set[str] = set()
         broker.on_message = self._on_message
@@ -82,7 +83,7 @@ class Recorder:
     def _on_message(self, queue: str, message: Message) -> None:
         self.messages.setdefault(queue, []).append(message)
 
-    def _on_routed(self, name: str, payload: str | bytes) -> bool:
+    def _on_routed(self, name: str, payload: Payload) -> bool:
         if name in self.refuse:
             return False
         self.routed.append((name, payload))

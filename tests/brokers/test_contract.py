@@ -12,7 +12,7 @@ from __future__ import annotations
 import trio
 
 from trio_ws._queue_model import Gap, Message, PayloadKind, QueueOptions
-from trio_ws.brokers import Broker, BrokerState, Claim, NodeInfo
+from trio_ws.brokers import Broker, BrokerState, Claim, NodeInfo, RoutedClose
 
 from .conftest import Cluster, eventually, wait_until
 
@@ -353,6 +353,26 @@ async def test_route_reaches_the_holders_node_and_returns_its_answer(
         assert await b.route("dave", "refused") is False
         assert await b.route("nobody", "hello") is False
         assert cluster.seen(b).routed == cluster.seen(c).routed == []
+
+
+async def test_a_routed_close_reaches_the_holders_node_as_a_close(
+    cluster: Cluster, clock: object
+) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        a, b = cluster.a, cluster.b
+        assert (await a.claim("Erin", a.owner(1))).granted
+        assert await b.route("erin", RoutedClose(4001, "bye now")) is True
+        assert await a.route("ERIN", RoutedClose(1000)) is True
+        assert await b.route("erin", RoutedClose(4002, "x y 4003")) is True
+        # A text that looks like the close's encoding stays a text.
+        assert await b.route("erin", "4001 bye now") is True
+        assert cluster.seen(a).routed == [
+            ("Erin", RoutedClose(4001, "bye now")),
+            ("Erin", RoutedClose(1000, "")),
+            ("Erin", RoutedClose(4002, "x y 4003")),
+            ("Erin", "4001 bye now"),
+        ]
+        assert await b.route("nobody", RoutedClose(1000)) is False
 
 
 # ---------------------------------------------------------------------------------------

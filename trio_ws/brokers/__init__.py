@@ -14,6 +14,7 @@ from ._base import (
     Claim,
     NodeInfo,
     Replay,
+    RoutedClose,
 )
 from .memory import MemoryBroker, MemoryStore
 
@@ -28,6 +29,7 @@ __all__ = [
     "MemoryStore",
     "NodeInfo",
     "Replay",
+    "RoutedClose",
     "broker_from_url",
 ]
 

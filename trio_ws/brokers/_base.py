@@ -19,8 +19,9 @@ same on every node, and nothing else:
   cluster; a claim is held by an *owner* (node id and connection) under a lease that the
   node's heartbeat renews, so the names of a dead node come free in bounded time.
 * **Routing** (:meth:`Broker.route`): a message for a name reaches the node holding it,
-  through that node's ``on_routed`` callback; a takeover tells the old holder's node
-  through ``on_displaced``.
+  through that node's ``on_routed`` callback (a :class:`RoutedClose` payload asks that
+  node to close the client instead); a takeover tells the old holder's node through
+  ``on_displaced``.
 * **Presence**: nodes report who is subscribed where (:meth:`Broker.note_presence`), and
   :meth:`Broker.members` answers for the whole cluster.
 * **Cluster counters** (:meth:`Broker.nodes`): each node's connections and clients.
@@ -115,6 +116,21 @@ class Claim:
 
 
 @attrs.frozen
+class RoutedClose:
+    """A routed payload that is no message: the holder's node closes the client's
+    connection with ``code`` and ``reason`` (the server API's cluster-wide disconnect)."""
+
+    code: int
+    """The WebSocket close code (1000, or 3000-4999)."""
+    reason: str = ""
+    """The close reason (at most 123 bytes of UTF-8)."""
+
+
+Payload = str | bytes | RoutedClose
+"""What :meth:`Broker.route` carries: an encoded text or binary message, or a close."""
+
+
+@attrs.frozen
 class NodeInfo:
     """One live node of the cluster, as it last reported itself."""
 
@@ -145,7 +161,7 @@ MessageCallback = Callable[[str, Message], None]
 RetractCallback = Callable[[str, str], None]
 ResetCallback = Callable[[str, str], None]
 GapCallback = Callable[[str, int, int], None]
-RoutedCallback = Callable[[str, "str | bytes"], bool]
+RoutedCallback = Callable[[str, Payload], bool]
 DisplacedCallback = Callable[[str, str], None]
 NodeReport = Callable[[], tuple[int, int]]
 
@@ -166,7 +182,7 @@ def _no_gap(_queue: str, _first: int, _last: int) -> None:
     pass
 
 
-def _no_route(_name: str, _payload: str | bytes) -> bool:
+def _no_route(_name: str, _payload: Payload) -> bool:
     return False
 
 
@@ -315,9 +331,9 @@ class Broker(abc.ABC):
         """Give ``name`` up if ``owner`` still holds it (takes effect soon)."""
 
     @abc.abstractmethod
-    async def route(self, name: str, payload: str | bytes) -> bool:
-        """Hand ``payload`` (an encoded text or a binary message) to the node holding
-        ``name``; return whether a node took it.
+    async def route(self, name: str, payload: Payload) -> bool:
+        """Hand ``payload`` (an encoded text or a binary message, or a
+        :class:`RoutedClose`) to the node holding ``name``; return whether a node took it.
 
         Raises:
             BrokerUnavailable: the broker cannot be reached.

@@ -22,7 +22,7 @@ import trio
 
 from .._names import name_key
 from .._queue_model import History, Message, QueueOptions, make_message
-from ._base import Broker, BrokerState, BrokerStatistics, Claim, NodeInfo, Replay
+from ._base import Broker, BrokerState, BrokerStatistics, Claim, NodeInfo, Payload, Replay
 
 __all__ = ["MemoryBroker", "MemoryStore"]
 
@@ -281,7 +281,7 @@ class MemoryBroker(Broker):
         if held is not None and held[1] == owner:
             del names[key]
 
-    async def route(self, name: str, payload: str | bytes) -> bool:
+    async def route(self, name: str, payload: Payload) -> bool:
         held = self.store.names.get(name_key(name))
         if held is None:
             return False

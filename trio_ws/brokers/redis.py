@@ -184,7 +184,9 @@ from ._base import (
     BrokerUnavailable,
     Claim,
     NodeInfo,
+    Payload,
     Replay,
+    RoutedClose,
 )
 
 __all__ = ["RedisBroker"]
@@ -1063,13 +1065,16 @@ class RedisBroker(Broker):
 
     def _on_node_message(self, data: bytes) -> None:
         kind, body = data[:1], data[1:]
-        if kind == b"r":  # a routed message: "<id> <from node> <t|b> <namelen>\n" name payload
+        if kind == b"r":  # a routed message: "<id> <from node> <t|b|c> <namelen>\n" name payload
             head, _, rest = body.partition(b"\n")
             request, sender, payload_kind, namelen = head.split(b" ")
             n = int(namelen)
             name = rest[:n].decode()
             raw = rest[n:]
-            payload: str | bytes = raw.decode() if payload_kind == b"t" else raw
+            payload: Payload = raw.decode() if payload_kind == b"t" else raw
+            if payload_kind == b"c":
+                code, _, reason = raw.decode().partition(" ")
+                payload = RoutedClose(int(code), reason)
             taken = bool(self._callback(self.on_routed, name, payload))
             answer = f"a{request.decode()} {int(taken)}"
             self._outbox.append(("P", self._node_channel(sender.decode()), answer))
@@ -1404,10 +1409,12 @@ class RedisBroker(Broker):
         self._released[key] = owner
         self._post("r", key, owner)
 
-    async def route(self, name: str, payload: str | bytes) -> bool:
+    async def route(self, name: str, payload: Payload) -> bool:
         request = next(self._route_ids)
         if isinstance(payload, str):
             kind, data = "t", payload.encode()
+        elif isinstance(payload, RoutedClose):  # "<code> <reason>"
+            kind, data = "c", f"{payload.code} {payload.reason}".encode()
         else:
             kind, data = "b", payload
         keys = [self._name_key(name)]

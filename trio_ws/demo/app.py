@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .._api import DEFAULT_API_RATE
 from .._app import App
 from .._clients import Client
 from .._config import ServerConfig
@@ -89,14 +90,19 @@ def create_app(
     dashboard_token: str | None = None,
     ticks_per_second: float = TICKS_PER_SECOND,
     broker: Broker | str = "memory",
+    api_key: str | None = None,
+    api_rate: tuple[int, float] | None = DEFAULT_API_RATE,
 ) -> App:
-    """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard."""
+    """Build the demo app: unique pseudonyms, the services, the ticker, page and dashboard
+    (and the server API, with ``api_key``)."""
     app = App(
         config=config,
         ws_path="/ws",
         broker=broker,
         queue_defaults=QueueOptions(history=HISTORY, max_history_bytes=256 << 10),
         metrics_token=dashboard_token,  # one token for the dashboard's stream and /metrics
+        api_key=api_key,
+        api_rate=api_rate,
     )
     for path, name in _STATIC.items():
         app.router.add(path, static_resource(_PACKAGE, name))

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import trio
 
+from .._api import check_api_key
 from .._config import ServerConfig
 from .._run import serve_until_signal
 from .._server import Address, bind_sockets
@@ -108,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         "Bearer); without one, both answer only this machine",
     )
     parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=os.environ.get("TRIO_WS_API_KEY") or None,
+        help="turn the server API on (/api/, docs/server-api.md) for backends sending "
+        "Authorization: Bearer KEY; the environment variable TRIO_WS_API_KEY gives it "
+        "without showing it in ps (default: off)",
+    )
+    parser.add_argument(
         "--rate-limit",
         default="100/1",
         type=_rate,
@@ -161,6 +170,7 @@ async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker:
         config=ServerConfig(allowed_origins=tuple(args.allowed_origin), rate_limit=args.rate_limit),
         dashboard_token=args.dashboard_token,
         broker=broker,
+        api_key=args.api_key,
     )
     http, ws = ("https", "wss") if context is not None else ("http", "ws")
 
@@ -173,6 +183,8 @@ async def _run(args: argparse.Namespace, context: ssl.SSLContext | None, broker:
             print(f"trio-ws-demo: page      {http}://{where}/", flush=True)
             print(f"trio-ws-demo: dashboard {http}://{where}/dashboard", flush=True)
             print(f"trio-ws-demo: websocket {ws}://{where}/ws", flush=True)
+            if args.api_key is not None:
+                print(f"trio-ws-demo: api       {http}://{where}/api/", flush=True)
         if not args.host:
             print("trio-ws-demo: (listening on every interface)", flush=True)
 
@@ -192,6 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"--port must be 0..65535, not {args.port}")
     if args.workers < 1:
         _fail(f"--workers must be at least 1, not {args.workers}")
+    if args.api_key is not None:
+        try:
+            check_api_key(args.api_key)
+        except ValueError as exc:
+            _fail(f"--api-key: {exc}")
     try:
         broker = broker_from_url(args.broker)
     except (ValueError, ImportError) as exc:
