@@ -260,6 +260,23 @@ async def test_a_stopped_shard_fails_calls_within_the_timeout_then_the_nodes_com
             assert nodes.seen(a).routed == [("Gina", "hello")]
 
 
+async def _replication_offset(port: int) -> tuple[int, bool]:
+    info = await trio.run_process(
+        [REDIS_CLI, "-p", str(port), "INFO", "replication"], capture_stdout=True
+    )
+    fields = dict(
+        line.split(":", 1) for line in info.stdout.decode().splitlines() if ":" in line
+    )
+    return int(fields["master_repl_offset"]), fields.get("master_link_status") == "up"
+
+
+async def _replicated(primary: int, replica: int) -> None:
+    """Wait until the replica holds every write the primary has. (``WAIT`` from a client of
+    its own counts only that client's writes, none: it returns at once.)"""
+    target, _ = await _replication_offset(primary)
+    await eventually(lambda: _replication_offset(replica), lambda r: r[1] and r[0] >= target)
+
+
 async def test_after_a_sentinel_failover_the_nodes_reconnect_to_the_new_primary(
     fresh_redis: RedisServer,
 ) -> None:
@@ -279,7 +296,7 @@ async def test_after_a_sentinel_failover_the_nodes_reconnect_to_the_new_primary(
                 await a.publish("q", f"m{i}".encode(), kind=1, key=None, options=KEEP)
             epoch = (await a.replay("q", None, epoch=None, options=KEEP)).epoch
             await wait_until(lambda: nodes.seen(b).seqs("q") == [1, 2, 3])
-            await trio.run_process([REDIS_CLI, "-p", str(fresh_redis.port), "WAIT", "1", "2000"])
+            await _replicated(fresh_redis.port, replica.port)
 
             fresh_redis.kill()
             await wait_until(lambda: a.state is BrokerState.DOWN, within=5)
