@@ -44,7 +44,7 @@ import trio
 from ._transport import Transport, TransportClosed
 from .protocol._connection import ConnectionState, WebSocketProtocol
 from .protocol._errors import CloseCode, RemoteProtocolError, WebSocketError
-from .protocol._events import BytesMessage, Close, Pong, TextMessage
+from .protocol._events import Close, Pong
 from .protocol._handshake import Request
 
 log = logging.getLogger("trio_ws.connection")
@@ -133,6 +133,7 @@ class WebSocketConnection:
 
     __slots__ = (
         "_aborted",
+        "_clock",
         "_closed",
         "_closed_event",
         "_drain_task",
@@ -189,7 +190,9 @@ class WebSocketConnection:
         self.write_buffer_size = write_buffer_size
         self.send_timeout = send_timeout
         self.close_timeout = close_timeout
-        self.last_received = trio.current_time()
+        # The run's clock, looked up once: a read per chunk received is on the hot path.
+        self._clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        self.last_received = self._clock()
         self.ping_sent_at: float | None = None
         self.messages_in = 0
         self.messages_out = 0
@@ -272,8 +275,11 @@ class WebSocketConnection:
         """
         inbox = self._inbox
         while True:
-            if self._unsettled:  # bytes fed from outside (handshake leftovers): settle them
-                await self._settle()
+            if self._unsettled:  # bytes fed and not settled yet: flush replies, fail on error
+                self._unsettled = False
+                owed = self.protocol.data_to_send()
+                if owed or self._error is not None:
+                    await self._settle(owed)
             if inbox:
                 unyielded = self._unyielded + 1
                 if unyielded > _MESSAGES_PER_CHECKPOINT:
@@ -294,7 +300,13 @@ class WebSocketConnection:
             if self._reader_running:
                 await self._wait_inbox()
             else:
-                await self._read_once()
+                # _read_once() without its settle, which the top of the loop does: the
+                # per-message path awaits nothing but the read.
+                try:
+                    data = await self.transport.receive_some()
+                except TransportClosed:
+                    data = b""
+                self.feed(data)
 
     def _inbox_event(self) -> None:
         changed = self._inbox_changed
@@ -343,13 +355,13 @@ class WebSocketConnection:
         except TransportClosed:
             data = b""
         self.feed(data)
-        await self._settle()
-
-    async def _settle(self) -> None:
-        """After a feed: flush what the protocol owes the peer, then fail on its error."""
         self._unsettled = False
-        data = self.protocol.data_to_send()
-        if data:
+        await self._settle(self.protocol.data_to_send())
+
+    async def _settle(self, owed: bytes) -> None:
+        """After a feed: flush what the protocol owes the peer (``owed``, taken from it by
+        the caller), then fail on its error."""
+        if owed:
             # What the protocol owes the peer (a pong, the close reply) is written even if
             # this receive is cancelled meanwhile: a write cut off mid-frame (always
             # possible on TLS, where every write waits) would break the connection. A short
@@ -358,7 +370,7 @@ class WebSocketConnection:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + self.close_timeout
                 try:
-                    await self._write(data)
+                    await self._write(owed)
                 except ConnectionClosed:
                     pass
         if self._error is not None:
@@ -375,7 +387,7 @@ class WebSocketConnection:
             proto.receive_eof()
         else:
             self.bytes_in += len(data)
-            self.last_received = trio.current_time()
+            self.last_received = self._clock()
             self.ping_sent_at = None
             try:
                 proto.receive_data(data)
@@ -386,10 +398,10 @@ class WebSocketConnection:
                     )
                     self._error = exc
         inbox = self._inbox
-        for event in proto.events_received():
+        for event in proto.take_received():
             kind = type(event)
-            if kind is TextMessage or kind is BytesMessage:
-                inbox.append(event.data)  # type: ignore[union-attr]
+            if kind is str or kind is bytes:
+                inbox.append(event)  # type: ignore[arg-type]
             else:
                 self._control_event(event)
 
@@ -556,7 +568,7 @@ class WebSocketConnection:
         self._finish(closed_exception(code, reason))
         if self.protocol.state is not ConnectionState.CLOSED:
             self.protocol.receive_eof()
-            self.protocol.events_received()
+            self.protocol.take_received()
         self.transport.abort()
 
     def _closed_error(self) -> ConnectionClosed:
@@ -582,8 +594,15 @@ class WebSocketConnection:
             ConnectionClosed: the connection is closed or closing. If cancelled while a
                 frame is half written, the connection is aborted.
         """
-        self._check_writable()
-        await self._write(self._encode(message))
+        if self._closed is not None or self.protocol.state is not _OPEN:
+            self._check_writable()
+        # _write() inlined: the per-message path is one non-blocking send, no await.
+        if self.write_nowait(self._encode(message)):
+            return
+        if not self._draining:
+            await self._drain()
+        elif self._pending_size > self.write_buffer_size:
+            await self._wait_drained()
 
     def _encode(self, message: Message | dict[str, Any]) -> bytes:
         """The frames of one message, counted as sent (the caller checked it may send)."""

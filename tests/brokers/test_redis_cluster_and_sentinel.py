@@ -264,9 +264,7 @@ async def _replication_offset(port: int) -> tuple[int, bool]:
     info = await trio.run_process(
         [REDIS_CLI, "-p", str(port), "INFO", "replication"], capture_stdout=True
     )
-    fields = dict(
-        line.split(":", 1) for line in info.stdout.decode().splitlines() if ":" in line
-    )
+    fields = dict(line.split(":", 1) for line in info.stdout.decode().splitlines() if ":" in line)
     return int(fields["master_repl_offset"]), fields.get("master_link_status") == "up"
 
 

@@ -102,15 +102,18 @@ def deflate_raw(data: bytes, *, wbits: int = 15) -> bytes:
 
 @pytest.fixture(params=["python", "compiled"])
 def mask_impl(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test with the pure-Python masking, then with the compiled one (when built)."""
+    """Run a test with the pure-Python masking and frame parser, then with the compiled
+    ones (when built)."""
     if request.param == "compiled":
         if not _frames.HAS_SPEEDUPS:
             pytest.skip("the compiled speedup was not built")
         assert _frames.apply_mask is _frames._apply_mask_c
+        assert _frames.parse_frame is _frames._parse_frame_c
         yield "compiled"
         return
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_frames, "apply_mask", _frames._apply_mask_python)
+        mp.setattr(_frames, "parse_frame", _frames._parse_frame_python)
         yield "python"
 
 
@@ -1218,8 +1221,9 @@ def test_messages_round_trip(
     client_to_server: bool,
     ping_between: bool,
 ) -> None:
-    """Runs once with each masking implementation (the ``mask_impl`` fixture)."""
+    """Runs once with each masking and parsing implementation (the ``mask_impl`` fixture)."""
     assert (_frames.apply_mask is _frames._apply_mask_python) == (mask_impl == "python")
+    assert (_frames.parse_frame is _frames._parse_frame_python) == (mask_impl == "python")
     pair = ProtocolPair(deflate=deflate)
     sender = pair.client if client_to_server else pair.server
     expected = send_messages(sender, messages, ping_between=ping_between)

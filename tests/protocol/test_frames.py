@@ -265,6 +265,83 @@ def test_compiled_mask_rejects_bad_key() -> None:
         apply_mask(b"data", b"abc")
 
 
+# ---------------------------------------------------------------- the compiled parser
+
+
+def _parse_both(
+    data: bytes, *, expect_masked: bool, allow_rsv1: bool, max_frame_size: int
+) -> tuple[object, bytes, object, bytes]:
+    """Parse one frame out of ``data`` with each parser: (result, what is left) for each,
+    a result being the parts, ``None``, or the refusal's (close code, reason)."""
+    out: list[object] = []
+    for parse in (_frames._parse_frame_c, _frames._parse_frame_python):
+        buf = bytearray(data)
+        try:
+            got: object = parse(buf, expect_masked, allow_rsv1, max_frame_size)
+        except RemoteProtocolError as exc:
+            got = (exc.close_code, exc.reason)
+        out += [got, bytes(buf)]
+    return out[0], out[1], out[2], out[3]  # type: ignore[return-value]
+
+
+frame_bytes = st.builds(
+    raw_frame,
+    opcode=st.integers(0, 15),
+    payload=st.binary(max_size=300),
+    fin=st.booleans(),
+    rsv1=st.booleans(),
+    rsv2=st.booleans(),
+    rsv3=st.booleans(),
+    mask=st.one_of(st.none(), st.binary(min_size=4, max_size=4)),
+    length_form=st.one_of(st.none(), st.sampled_from([0, 125, 126, 127])),
+)
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="the compiled speedup was not built")
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.one_of(frame_bytes, st.binary(max_size=40)),
+    cut=st.integers(0, 400),
+    expect_masked=st.booleans(),
+    allow_rsv1=st.booleans(),
+    max_frame_size=st.sampled_from([0, 1, 125, 126, 200, 1 << 20, 2**63, 2**70]),
+)
+def test_compiled_parser_takes_the_python_parsers_frames(
+    data: bytes, cut: int, expect_masked: bool, allow_rsv1: bool, max_frame_size: int
+) -> None:
+    """On any bytes (frames legal or not, cut anywhere) the compiled parser returns what the
+    Python one does and leaves the same bytes behind, or hands the header back
+    (NotImplemented, nothing consumed) exactly where the Python one refuses it."""
+    data = data[:cut] if cut < len(data) else data
+    c_got, c_left, py_got, py_left = _parse_both(
+        data, expect_masked=expect_masked, allow_rsv1=allow_rsv1, max_frame_size=max_frame_size
+    )
+    if c_got is NotImplemented:
+        assert isinstance(py_got, tuple)
+        assert isinstance(py_got[1], str)  # the Python parser refused it: (code, reason)
+        assert c_left == data
+    else:
+        assert c_got == py_got
+        assert c_left == py_left
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="the compiled speedup was not built")
+def test_compiled_parser_releases_large_masked_payloads_intact() -> None:
+    """Above 64 KiB the compiled parser unmasks without the GIL; the payload is the same."""
+    payload = os.urandom(200_000)
+    key = os.urandom(4)
+    buf = bytearray(raw_frame(Opcode.BINARY, payload, mask=key) + b"\x89")
+    parts = _frames._parse_frame_c(buf, True, False, 1 << 20)
+    assert parts == (Opcode.BINARY, payload, True, False)
+    assert buf == b"\x89"
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="the compiled speedup was not built")
+def test_compiled_parser_refuses_what_is_not_a_bytearray() -> None:
+    with pytest.raises(TypeError, match="bytearray"):
+        _frames._parse_frame_c(b"\x81\x00", False, False, 10)  # type: ignore[arg-type]
+
+
 def test_frame_repr_shows_the_header_and_the_length() -> None:
     frame = Frame(Opcode.TEXT, b"hello", True, False)
     assert repr(frame) == "Frame(opcode=1, fin=True, rsv1=False, len=5)"

@@ -214,7 +214,8 @@ class WebSocketProtocol:
             self._decompressor = deflate.make_decompressor(role)
             if compress:
                 self._compressor = deflate.make_compressor(role)
-        self._events: list[Event] = []
+        # Data messages are kept as their payloads (str, bytes); see take_received().
+        self._events: list[Event | str | bytes] = []
         self._out: list[bytes] = []
         self._error: RemoteProtocolError | None = None
         # The message being reassembled from fragments (None when between messages): its
@@ -253,33 +254,35 @@ class WebSocketProtocol:
             return  # RFC 6455 §7.1.1: nothing more is expected; late bytes are ignored
         parser = self._parser
         parser.feed(data)
+        next_parts = parser.next_parts
+        events = self._events
         try:
             while True:
-                frame = parser.next_frame()
-                if frame is None:
+                parts = next_parts()
+                if parts is None:
                     return
-                opcode = frame.opcode
+                opcode, payload, fin, rsv1 = parts
                 if (
                     opcode == _TEXT
-                    and frame.fin
+                    and fin
                     and self._msg_opcode is None
-                    and not frame.rsv1
+                    and not rsv1
                     # With deflate negotiated the parser admits frames up to the compressed
                     # budget, a little above the limit; larger ones take the checked path.
-                    and len(frame.payload) <= self.max_message_size
+                    and len(payload) <= self.max_message_size
                 ):
                     # The common case, kept short: one unfragmented, uncompressed text frame.
                     try:
-                        self._events.append(TextMessage(frame.payload.decode()))
+                        events.append(payload.decode())
                     except UnicodeDecodeError:
                         raise RemoteProtocolError(
                             "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
                         ) from None
                 elif opcode >= 0x8:
-                    if self._control_frame(opcode, frame.payload):
+                    if self._control_frame(opcode, payload):
                         return  # a Close ended the connection
                 else:
-                    self._data_frame(opcode, frame.payload, frame.fin, frame.rsv1)
+                    self._data_frame(opcode, payload, fin, rsv1)
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
@@ -309,6 +312,16 @@ class WebSocketProtocol:
 
     def events_received(self) -> list[Event]:
         """Return the events parsed since the last call, oldest first."""
+        return [
+            TextMessage(e) if isinstance(e, str) else BytesMessage(e) if isinstance(e, bytes) else e
+            for e in self.take_received()
+        ]
+
+    def take_received(self) -> list[Event | str | bytes]:
+        """:meth:`events_received` with each data message as its bare payload (``str``
+        for text, ``bytes`` for binary) instead of a :class:`TextMessage` or
+        :class:`BytesMessage`: the runtime's per-message path, which builds no event
+        object for a message. Every other event is as :meth:`events_received` has it."""
         events = self._events
         self._events = []
         return events
@@ -421,26 +434,25 @@ class WebSocketProtocol:
 
     def _finish_message(self, payload: bytes) -> None:
         opcode = self._msg_opcode
+        message: str | bytes
         if self._msg_text is not None:
-            event: Event = TextMessage(
-                self._msg_text.finish(self._decode_part(payload, final=True))
-            )
+            message = self._msg_text.finish(self._decode_part(payload, final=True))
             self._msg_text = None
             self._msg_decoder = None
             self._msg_fragments = 0
         elif self._msg_bytes is not None:
-            event = BytesMessage(self._msg_bytes.finish(payload))
+            message = self._msg_bytes.finish(payload)
             self._msg_bytes = None
             self._msg_fragments = 0
         elif opcode == _TEXT:
             try:
-                event = TextMessage(payload.decode())
+                message = payload.decode()
             except UnicodeDecodeError:
                 raise RemoteProtocolError(
                     "invalid UTF-8 in a text message", close_code=CloseCode.INVALID_DATA
                 ) from None
         else:
-            event = BytesMessage(payload)
+            message = payload
         self._msg_opcode = None
         self._msg_compressed = False
         self._msg_size = 0
@@ -449,7 +461,7 @@ class WebSocketProtocol:
             if self.deflate is not None
             else self.max_message_size
         )
-        self._events.append(event)
+        self._events.append(message)
 
     def _control_frame(self, opcode: int, payload: bytes) -> bool:
         """Handle a control frame; return True when it closed the connection."""
@@ -544,7 +556,19 @@ class WebSocketProtocol:
 
     def send_text(self, data: str, *, final: bool = True) -> None:
         """Queue a text message, or a fragment of one when ``final`` is False."""
-        self._send_data(_TEXT, data.encode(), final)
+        payload = data.encode()
+        if (
+            len(payload) < 126
+            and final
+            and self._send_opcode is None
+            and self._compressor is None
+            and self.state is _OPEN
+            and not self._client
+        ):
+            # The common case, kept short: one small, unfragmented, uncompressed frame.
+            self._out.append(_pack_2(0x81, len(payload)) + payload)
+            return
+        self._send_data(_TEXT, payload, final)
 
     def send_bytes(self, data: bytes | bytearray | memoryview, *, final: bool = True) -> None:
         """Queue a binary message, or a fragment of one when ``final`` is False."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from ._errors import CloseCode, RemoteProtocolError
 
@@ -99,8 +101,10 @@ new_mask_key = _mask_keys.next
 
 try:  # the optional compiled speedup, built by the standard build backend when a compiler exists
     from ._speedups import apply_mask as _apply_mask_c
+    from ._speedups import parse_frame as _parse_frame_c
 except ImportError:  # pragma: no cover - depends on the build
     _apply_mask_c = None
+    _parse_frame_c = None
 
 apply_mask = _apply_mask_c if _apply_mask_c is not None else _apply_mask_python
 """``apply_mask(data, mask) -> bytes``: the compiled version when present, else pure Python."""
@@ -185,68 +189,101 @@ class FrameParser:
 
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, ``None`` if incomplete; raise on a bad header."""
+        parts = self.next_parts()
+        return None if parts is None else Frame(*parts)
+
+    def next_parts(self) -> FrameParts | None:
+        """:meth:`next_frame` as a plain ``(opcode, payload, fin, rsv1)`` tuple: the
+        per-frame path of the protocol, which builds no object for a frame."""
         buf = self._buf
-        avail = len(buf)
-        if avail < 2:
-            return None
-        b0 = buf[0]
-        b1 = buf[1]
-        opcode = b0 & 0x0F
-        fin = b0 & 0x80
-        rsv1 = b0 & 0x40
-        if b0 & 0x30 or (rsv1 and not self.allow_rsv1):
-            raise RemoteProtocolError("reserved bits set without an extension that defines them")
-        if opcode in _CONTROL_OPCODES:
-            if not fin:
-                raise RemoteProtocolError("fragmented control frame")  # §5.5
-            if rsv1:
-                raise RemoteProtocolError("RSV1 set on a control frame")  # RFC 7692 §6
-        elif opcode not in _DATA_OPCODES:
-            raise RemoteProtocolError(f"reserved opcode {opcode:#x}")
-        masked = b1 & 0x80
-        if bool(masked) != self._expect_masked:
-            raise RemoteProtocolError(
-                "client frame not masked" if self._expect_masked else "server frame masked"
+        parts = parse_frame(buf, self._expect_masked, self.allow_rsv1, self.max_frame_size)
+        if parts is NotImplemented:  # the compiled parser leaves every error to this one
+            parts = _parse_frame_python(
+                buf, self._expect_masked, self.allow_rsv1, self.max_frame_size
             )
-        length = b1 & 0x7F
-        pos = 2
-        if length >= 126:
-            if opcode >= 0x8:
-                raise RemoteProtocolError("control frame payload over 125 bytes")
-            if length == 126:
-                if avail < 4:
-                    return None
-                (length,) = _unpack_h(buf, 2)
-                pos = 4
-            else:
-                if avail < 10:
-                    return None
-                (length,) = _unpack_q(buf, 2)
-                if length >> 63:
-                    raise RemoteProtocolError(
-                        "64-bit payload length with the most significant bit set"
-                    )
-                pos = 10
-            if length > self.max_frame_size:
-                raise RemoteProtocolError(
-                    f"frame of {length} bytes exceeds the {self.max_frame_size}-byte limit",
-                    close_code=CloseCode.MESSAGE_TOO_BIG,
-                )
-        elif length > self.max_frame_size and opcode < 0x8:
+        return parts  # type: ignore[no-any-return]
+
+
+FrameParts = tuple[int, bytes, bool, bool]
+"""One parsed frame as ``(opcode, payload, fin, rsv1)``."""
+
+
+def _parse_frame_python(
+    buf: bytearray, expect_masked: bool, allow_rsv1: bool, max_frame_size: int
+) -> FrameParts | None:
+    """Take the next complete frame out of ``buf``; ``None`` if it is not all there yet.
+
+    Raises:
+        RemoteProtocolError: the header breaks a rule of RFC 6455 §5, or announces more
+            than ``max_frame_size`` bytes of data (1009).
+    """
+    avail = len(buf)
+    if avail < 2:
+        return None
+    b0 = buf[0]
+    b1 = buf[1]
+    opcode = b0 & 0x0F
+    fin = b0 & 0x80
+    rsv1 = b0 & 0x40
+    if b0 & 0x30 or (rsv1 and not allow_rsv1):
+        raise RemoteProtocolError("reserved bits set without an extension that defines them")
+    if opcode in _CONTROL_OPCODES:
+        if not fin:
+            raise RemoteProtocolError("fragmented control frame")  # §5.5
+        if rsv1:
+            raise RemoteProtocolError("RSV1 set on a control frame")  # RFC 7692 §6
+    elif opcode not in _DATA_OPCODES:
+        raise RemoteProtocolError(f"reserved opcode {opcode:#x}")
+    masked = b1 & 0x80
+    if bool(masked) != expect_masked:
+        raise RemoteProtocolError(
+            "client frame not masked" if expect_masked else "server frame masked"
+        )
+    length = b1 & 0x7F
+    pos = 2
+    if length >= 126:
+        if opcode >= 0x8:
+            raise RemoteProtocolError("control frame payload over 125 bytes")
+        if length == 126:
+            if avail < 4:
+                return None
+            (length,) = _unpack_h(buf, 2)
+            pos = 4
+        else:
+            if avail < 10:
+                return None
+            (length,) = _unpack_q(buf, 2)
+            if length >> 63:
+                raise RemoteProtocolError("64-bit payload length with the most significant bit set")
+            pos = 10
+        if length > max_frame_size:
             raise RemoteProtocolError(
-                f"frame of {length} bytes exceeds the {self.max_frame_size}-byte limit",
+                f"frame of {length} bytes exceeds the {max_frame_size}-byte limit",
                 close_code=CloseCode.MESSAGE_TOO_BIG,
             )
-        if masked:
-            end = pos + 4 + length
-            if avail < end:
-                return None
-            key = bytes(buf[pos : pos + 4])
-            payload = apply_mask(memoryview(buf)[pos + 4 : end], key)
-        else:
-            end = pos + length
-            if avail < end:
-                return None
-            payload = bytes(buf[pos:end])
-        del buf[:end]
-        return Frame(opcode, payload, bool(fin), bool(rsv1))
+    elif length > max_frame_size and opcode < 0x8:
+        raise RemoteProtocolError(
+            f"frame of {length} bytes exceeds the {max_frame_size}-byte limit",
+            close_code=CloseCode.MESSAGE_TOO_BIG,
+        )
+    if masked:
+        end = pos + 4 + length
+        if avail < end:
+            return None
+        key = bytes(buf[pos : pos + 4])
+        payload = apply_mask(memoryview(buf)[pos + 4 : end], key)
+    else:
+        end = pos + length
+        if avail < end:
+            return None
+        payload = bytes(buf[pos:end])
+    del buf[:end]
+    return opcode, payload, bool(fin), bool(rsv1)
+
+
+parse_frame: Callable[[bytearray, bool, bool, int], Any] = (
+    _parse_frame_c if _parse_frame_c is not None else _parse_frame_python
+)
+"""``parse_frame(buf, expect_masked, allow_rsv1, max_frame_size)``: the next frame's parts,
+taken out of ``buf``, or ``None``. The compiled one returns ``NotImplemented`` for a header
+it leaves to :func:`_parse_frame_python` (every refusal: it raises the error)."""
