@@ -35,13 +35,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
 
-from ._transport import Transport, TransportClosed
+from ._transport import MAX_RECEIVE_SIZE, RECEIVE_SIZE, Transport, TransportClosed
 from .protocol._connection import ConnectionState, WebSocketProtocol
 from .protocol._errors import CloseCode, RemoteProtocolError, WebSocketError
 from .protocol._events import Close, Pong
@@ -58,6 +57,10 @@ Message = str | bytes
 # the Close, not to buffer. (What one read completes may go over, by at most that read.)
 _INBOX_LIMIT = 16
 _INBOX_BYTES = 1 << 20
+# A drain joins what is queued into one write up to this size; a larger backlog (a large
+# payload queued apart from its header, see the protocol's data_to_send_vectored()) is
+# written as its buffers, with vectored writes, so the payload is not copied.
+_JOIN_MAX = 65536
 # receive() hands out at most this many already-parsed messages in a row before a
 # checkpoint: one 64 KiB read can hold thousands of tiny messages, and a flooder's would
 # otherwise add its whole handling time to everyone's latency.
@@ -141,6 +144,7 @@ class WebSocketConnection:
         "_draining",
         "_error",
         "_inbox",
+        "_inbox_head",
         "_inbox_changed",
         "_message_seen",
         "_on_admit",
@@ -205,7 +209,12 @@ class WebSocketConnection:
         self._closed: ConnectionClosed | None = None
         self._aborted = False  # the transport was dropped: nothing more can be written
         self._pong_waiters: dict[bytes, trio.Event] = {}
-        self._inbox: deque[Message] = deque()
+        # Messages parsed and not handed out yet: inbox[_inbox_head:], in order. A list
+        # and an index rather than a deque: an empty list holds no array (a deque holds a
+        # 64-slot block, 600 bytes, on every idle connection), and it is emptied, its array
+        # freed, as soon as the last message is handed out.
+        self._inbox: list[Message] = []
+        self._inbox_head = 0
         self._error: RemoteProtocolError | None = None
         self._unsettled = False  # fed bytes whose replies and errors are not handled yet
         self.bytes_in = 0
@@ -290,7 +299,13 @@ class WebSocketConnection:
                     continue
                 self._unyielded = unyielded
                 self.messages_in += 1
-                message = inbox.popleft()
+                head = self._inbox_head
+                message = inbox[head]
+                head += 1
+                if head == len(inbox):
+                    inbox.clear()
+                    head = 0
+                self._inbox_head = head
                 if self._reader_running:
                     self._inbox_event()  # there may be room for the reader again
                 return message
@@ -302,8 +317,11 @@ class WebSocketConnection:
             else:
                 # _read_once() without its settle, which the top of the loop does: the
                 # per-message path awaits nothing but the read.
+                missing = self.protocol.receive_size_hint
                 try:
-                    data = await self.transport.receive_some()
+                    data = await self.transport.receive_some(
+                        RECEIVE_SIZE if missing <= RECEIVE_SIZE else min(missing, MAX_RECEIVE_SIZE)
+                    )
                 except TransportClosed:
                     data = b""
                 self.feed(data)
@@ -336,12 +354,15 @@ class WebSocketConnection:
         inbox = self._inbox
         try:
             while self._closed is None:
-                if len(inbox) >= _INBOX_LIMIT or sum(map(len, inbox)) >= _INBOX_BYTES:
+                waiting = len(inbox) - self._inbox_head
+                if (
+                    waiting >= _INBOX_LIMIT
+                    or sum(map(len, inbox[self._inbox_head :])) >= _INBOX_BYTES
+                ):
                     await self._wait_inbox()
                     continue
-                before = len(inbox)
                 await self._read_once()
-                if len(inbox) != before:
+                if len(inbox) - self._inbox_head != waiting:
                     self._inbox_event()
         except ConnectionClosed:
             pass
@@ -350,8 +371,11 @@ class WebSocketConnection:
 
     async def _read_once(self) -> None:
         """Read one chunk into the protocol, flush what it owes, sort out the events."""
+        missing = self.protocol.receive_size_hint
         try:
-            data = await self.transport.receive_some()
+            data = await self.transport.receive_some(
+                RECEIVE_SIZE if missing <= RECEIVE_SIZE else min(missing, MAX_RECEIVE_SIZE)
+            )
         except TransportClosed:
             data = b""
         self.feed(data)
@@ -450,7 +474,7 @@ class WebSocketConnection:
 
     # ------------------------------------------------------------------ writing
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | list[bytes]) -> None:
         """Write bytes in order with every other writer; see the module docstring."""
         if self.write_nowait(data):
             return
@@ -459,8 +483,9 @@ class WebSocketConnection:
         elif self._pending_size > self.write_buffer_size:
             await self._wait_drained()
 
-    def write_nowait(self, data: bytes) -> bool:
-        """Write or queue ``data`` without waiting; return True if nothing is left pending.
+    def write_nowait(self, data: bytes | list[bytes]) -> bool:
+        """Write or queue ``data`` (bytes, or a list of buffers written in order) without
+        waiting; return True if nothing is left pending.
 
         Bytes that do not fit stay queued, in order; the next writer (or a task calling
         :meth:`drain`) sends them. After a Close was received the protocol's reply still
@@ -468,6 +493,9 @@ class WebSocketConnection:
         """
         if self._aborted:
             raise self._closed_error()
+        if type(data) is list:
+            return self._write_parts_nowait(data)
+        assert isinstance(data, bytes)
         self.bytes_out += len(data)
         if self._pending or self._draining:
             # Behind what is queued, and behind the chunk a drain is writing now: a write
@@ -484,6 +512,32 @@ class WebSocketConnection:
             return True
         self._pending.append(memoryview(data)[sent:] if sent else data)
         self._pending_size += len(data) - sent
+        return False
+
+    def _write_parts_nowait(self, parts: list[bytes]) -> bool:
+        """:meth:`write_nowait` for a list of buffers: one vectored write, no join."""
+        size = sum(map(len, parts))
+        self.bytes_out += size
+        pending = self._pending
+        if pending or self._draining:
+            pending += parts
+            self._pending_size += size
+            return False
+        try:
+            sent = self.transport.send_parts_nowait(parts)
+        except TransportClosed:
+            self._broken()
+            raise self._closed_error() from None
+        if sent == size:
+            return True
+        self._pending_size += size - sent
+        for part in parts:  # queue what is left, the part cut short as a view
+            n = len(part)
+            if sent >= n:
+                sent -= n
+                continue
+            pending.append(memoryview(part)[sent:] if sent else part)
+            sent = 0
         return False
 
     async def drain(self) -> None:
@@ -504,13 +558,15 @@ class WebSocketConnection:
         closing = False
         try:
             while pending:
-                chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+                size = self._pending_size
+                if len(pending) == 1 or size < _JOIN_MAX or not self.transport.resumable:
+                    left = [memoryview(pending[0] if len(pending) == 1 else b"".join(pending))]
+                else:  # large: written as the buffers they are, without a join
+                    left = [memoryview(part) for part in pending]
                 pending.clear()
                 self._pending_size = 0
-                view = memoryview(chunk)
                 with trio.move_on_at(deadline) as scope:
-                    while view:
-                        view = view[await self.transport.send_some(view) :]
+                    await self._send_views(left)
                 if not scope.cancelled_caught:
                     continue
                 if closing or not self.transport.resumable:
@@ -523,8 +579,8 @@ class WebSocketConnection:
                 # that does not within close_timeout is dropped.
                 log.info("#%d send timeout: the peer does not read; Close 1008", self.id)
                 closing = True
-                pending[:0] = [view]
-                self._pending_size += len(view)
+                pending[:0] = left
+                self._pending_size += sum(map(len, left))
                 if self.protocol.state is _OPEN and self._closed is None:
                     self.protocol.send_close(CloseCode.POLICY_VIOLATION, "send timeout")
                     data = self.protocol.data_to_send()
@@ -543,6 +599,28 @@ class WebSocketConnection:
             if self._drained is not None:
                 self._drained.set()
                 self._drained = None
+
+    async def _send_views(self, left: list[memoryview]) -> None:
+        """Write the views in order; what is still unwritten stays in ``left`` (emptied as
+        it goes), for a caller whose wait was cut short."""
+        transport = self.transport
+        left[:] = [view for view in left if view]
+        while left:
+            if len(left) == 1:
+                view = left[0]
+                left[0] = view[await transport.send_some(view) :]
+                if not left[0]:
+                    left.clear()
+                continue
+            sent = await transport.send_some_parts(left)
+            while sent:
+                n = len(left[0])
+                if sent >= n:
+                    sent -= n
+                    del left[0]
+                else:
+                    left[0] = left[0][sent:]
+                    sent = 0
 
     async def _wait_drained(self) -> None:
         if self._drained is None:
@@ -604,8 +682,9 @@ class WebSocketConnection:
         elif self._pending_size > self.write_buffer_size:
             await self._wait_drained()
 
-    def _encode(self, message: Message | dict[str, Any]) -> bytes:
-        """The frames of one message, counted as sent (the caller checked it may send)."""
+    def _encode(self, message: Message | dict[str, Any]) -> bytes | list[bytes]:
+        """The frames of one message, counted as sent (the caller checked it may send):
+        bytes, or a list of buffers when a large payload is kept apart from its header."""
         proto = self.protocol
         if isinstance(message, str):
             proto.send_text(message)
@@ -616,7 +695,8 @@ class WebSocketConnection:
         else:
             raise TypeError(f"cannot send {type(message).__name__}; use str, bytes or dict")
         self.messages_out += 1
-        return proto.data_to_send()
+        out = proto.data_to_send_vectored()
+        return out[0] if len(out) == 1 else out
 
     def send_nowait(self, message: Message | dict[str, Any]) -> None:
         """Send a message without waiting, from any task (routed messages, notices).
@@ -730,6 +810,7 @@ class WebSocketConnection:
                         # The background reader sees the reply; what it queued after our
                         # Close is not wanted, and must not stop it reading.
                         self._inbox.clear()
+                        self._inbox_head = 0
                         self._inbox_event()
                         await self._wait_inbox()
                     else:

@@ -570,7 +570,9 @@ class Server:
                 admission.admit(key)
 
         try:
-            await self._run(transport, remote, admit)
+            conn = await self._open(transport, remote, admit)
+            if conn is not None:
+                await self._serve_connection(conn)
         except Exception:
             log.exception("connection %s: unexpected error", remote)
         finally:
@@ -666,9 +668,12 @@ class Server:
             cached = self._origin_rule = (self.config, rule)
         return cached[1]
 
-    async def _run(
+    async def _open(
         self, transport: Transport, remote: str | None, admit: Callable[[], None]
-    ) -> None:
+    ) -> WebSocketConnection | None:
+        """Read the request and answer it: a plain HTTP response (then ``None``), or the
+        101 and the open connection. The handshake's state ends with this call, so none of
+        it stays alive for the life of the connection."""
         config = self.config
         handshake = ServerHandshake(max_head_size=config.max_head_size)
         try:
@@ -679,10 +684,10 @@ class Server:
             await self._reply_http(
                 transport, status, handshake.reject(status, body=exc.reason + "\n")
             )
-            return
+            return None
         if request is None:
             log.info("%s left or timed out before a complete request", remote)
-            return
+            return None
         if not request.is_websocket:
             self._http_requests += 1
             current_peer.set(remote)
@@ -692,14 +697,14 @@ class Server:
 
             status, data = await self.router.respond(request, read_body)
             await self._reply_http(transport, status, data)
-            return
+            return None
         secure = isinstance(getattr(transport, "stream", None), trio.SSLStream)
         refusal = self._refusal(request, secure=secure)
         if refusal is not None:
             status, reason = refusal
             log.info("%s refused %s: %s", remote, request.path, reason.strip())
             await self._reply_http(transport, status, handshake.reject(status, body=reason))
-            return
+            return None
         deflate = None
         if config.compression and request.extensions:
             deflate = negotiate_server(
@@ -717,7 +722,7 @@ class Server:
         try:
             await transport.send_all(response)
         except TransportClosed:
-            return
+            return None
         protocol = WebSocketProtocol(
             Role.SERVER,
             deflate=deflate,
@@ -740,13 +745,30 @@ class Server:
             pass  # admitted by the handler (an app: at login)
         else:
             conn.admit()
+        if handshake.trailing_data:
+            conn.feed(handshake.trailing_data)
+        return conn
+
+    async def _serve_connection(self, conn: WebSocketConnection) -> None:
+        """Run the handler on an open connection, then close it and count it."""
         self.connections.add(conn)
         self._connections_total += 1
-        log.info("#%d open %s %s", conn.id, remote, request.path)  # no query: it may hold a token
+        request = conn.request
+        assert request is not None
+        # No query in the line: it may hold a token.
+        log.info("#%d open %s %s", conn.id, conn.remote, request.path)
         try:
-            if handshake.trailing_data:
-                conn.feed(handshake.trailing_data)
-            await self._run_handler(conn)
+            # The handler runs in this frame, not one more (a frame per connection is
+            # memory per connection).
+            code = CloseCode.NORMAL_CLOSURE
+            try:
+                await self.ws_routes.get(request.path, self.handler)(conn)
+            except ConnectionClosed:
+                pass
+            except Exception:
+                log.exception("#%d handler failed", conn.id)
+                code = CloseCode.INTERNAL_ERROR
+            await conn.aclose(code, "internal error" if code == CloseCode.INTERNAL_ERROR else "")
         finally:
             self.connections.discard(conn)
             closed = conn.closed
@@ -759,18 +781,7 @@ class Server:
             log.info(
                 "#%d closed %s (%d%s)",
                 conn.id,
-                remote,
+                conn.remote,
                 code,
                 f" {closed.reason}" if closed and closed.reason else "",
             )
-
-    async def _run_handler(self, conn: WebSocketConnection) -> None:
-        try:
-            await self.ws_routes.get(conn.request.path if conn.request else "", self.handler)(conn)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("#%d handler failed", conn.id)
-            await conn.aclose(CloseCode.INTERNAL_ERROR, "internal error")
-            return
-        await conn.aclose(CloseCode.NORMAL_CLOSURE)

@@ -16,6 +16,14 @@ from typing import Any, Protocol
 import trio
 
 RECEIVE_SIZE = 65536
+# The most one read asks for when the frame being received says it needs more (a large
+# frame collected in pieces): a 1 MiB message in two or three reads, not sixteen. The
+# buffer of a read is as large as asked until the bytes arrive, so this bounds that too.
+MAX_RECEIVE_SIZE = 1 << 20
+
+
+# The most buffers one sendmsg() is given (Linux's IOV_MAX is 1024).
+_IOV_MAX = 512
 
 
 class TransportClosed(Exception):
@@ -25,11 +33,16 @@ class TransportClosed(Exception):
 class Transport(Protocol):
     """What a connection needs from the bytes underneath it."""
 
-    async def receive_some(self) -> bytes:
-        """Return the next chunk; ``b""`` at end of stream. Raises TransportClosed."""
+    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        """Return the next chunk, at most ``max_bytes``; ``b""`` at end of stream. Raises
+        TransportClosed."""
 
     def send_nowait(self, data: bytes) -> int:
         """Write what fits without waiting; return the number of bytes written (maybe 0)."""
+
+    def send_parts_nowait(self, parts: list[bytes]) -> int:
+        """:meth:`send_nowait` for buffers written in order (one vectored write where the
+        transport has one); return the number of bytes written (maybe 0)."""
 
     resumable: bool
     """Whether :meth:`send_some` can be cancelled without losing track of what was sent
@@ -37,6 +50,10 @@ class Transport(Protocol):
 
     async def send_some(self, data: bytes | memoryview) -> int:
         """Wait until some of ``data`` can be written, write it, return how much."""
+
+    async def send_some_parts(self, parts: list[memoryview]) -> int:
+        """:meth:`send_some` for buffers written in order (one vectored write where the
+        transport has one)."""
 
     async def send_all(self, data: bytes | memoryview) -> None:
         """Write everything, waiting as needed. One caller at a time."""
@@ -77,7 +94,7 @@ class SocketTransport:
                 pass
         self.sock = sock
 
-    async def receive_some(self) -> bytes:
+    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
         sock = self.sock
         # Yield first, then read before waiting. After one pass of the scheduler over the
         # other connections, a busy peer's next message is usually there already, and the
@@ -88,7 +105,7 @@ class SocketTransport:
         await trio.lowlevel.cancel_shielded_checkpoint()
         while True:
             try:
-                return sock.recv(RECEIVE_SIZE)
+                return sock.recv(max_bytes)
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -105,6 +122,28 @@ class SocketTransport:
             return 0
         except OSError as exc:
             raise TransportClosed(str(exc)) from exc
+
+    def send_parts_nowait(self, parts: list[bytes]) -> int:
+        try:
+            return self.sock.sendmsg(parts[:_IOV_MAX])
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise TransportClosed(str(exc)) from exc
+
+    async def send_some_parts(self, parts: list[memoryview]) -> int:
+        sock = self.sock
+        while True:
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except (trio.ClosedResourceError, OSError) as exc:
+                raise TransportClosed(str(exc)) from exc
+            try:
+                return sock.sendmsg(parts[:_IOV_MAX])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise TransportClosed(str(exc)) from exc
 
     async def send_some(self, data: bytes | memoryview) -> int:
         sock = self.sock
@@ -173,13 +212,13 @@ class StreamTransport:
         self._receive_scope: trio.CancelScope | None = None
         self._send_scope: trio.CancelScope | None = None
 
-    async def receive_some(self) -> bytes:
+    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
         if self._closed:
             raise TransportClosed("transport closed")
         with trio.CancelScope() as scope:
             self._receive_scope = scope
             try:
-                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                return bytes(await self.stream.receive_some(max_bytes))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise TransportClosed(str(exc)) from exc
             finally:
@@ -191,8 +230,16 @@ class StreamTransport:
             raise TransportClosed("transport closed")
         return 0  # a generic stream has no non-blocking write; the caller awaits send_all
 
+    def send_parts_nowait(self, parts: list[bytes]) -> int:
+        return self.send_nowait(b"")
+
     async def send_some(self, data: bytes | memoryview) -> int:
         await self.send_all(data)  # all or, cancelled, an unusable stream
+        return len(data)
+
+    async def send_some_parts(self, parts: list[memoryview]) -> int:
+        data = b"".join(parts)  # TLS copies what it encrypts anyway
+        await self.send_all(data)
         return len(data)
 
     async def send_all(self, data: bytes | memoryview) -> None:

@@ -78,6 +78,9 @@ _pack_2 = struct.Struct("!BB").pack
 # being joined. (One bytearray grown in place would hold no more, but measured 2-4x
 # slower for 1 MiB in 16 KiB fragments: it is regrown, then copied once more at the end.)
 _COALESCE_SIZE = 512
+# A server frame's payload this large is queued apart from its header (and written with
+# it in one vectored write) instead of being copied behind it.
+_SEPARATE_PAYLOAD_SIZE = 16384
 
 
 class _Fragments(Generic[AnyStr]):
@@ -293,6 +296,13 @@ class WebSocketProtocol:
             self.state = ConnectionState.CLOSED
             self._events.append(Close(CloseCode.ABNORMAL_CLOSURE, ""))
         self._drop_message()
+
+    @property
+    def receive_size_hint(self) -> int:
+        """Bytes the frame being received still needs when that is known (a large frame
+        collected in pieces), else 0: a reader may ask its transport for that much in one
+        read rather than in many small ones."""
+        return self._parser.missing
 
     @property
     def message_in_progress(self) -> MessageProgress | None:
@@ -522,6 +532,14 @@ class WebSocketProtocol:
         self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
 
+    def data_to_send_vectored(self) -> list[bytes]:
+        """:meth:`data_to_send` as the list of buffers to write in order, not joined: a
+        large payload is queued apart from its header, so that a transport with vectored
+        writes (``sendmsg``) sends it without a copy."""
+        out = self._out
+        self._out = []
+        return out
+
     def _frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
         if not self._client and not rsv1 and fin and len(payload) < 126:
             return _pack_2(0x80 | opcode, len(payload)) + payload  # the small server frame
@@ -551,6 +569,11 @@ class WebSocketProtocol:
         if compressor is not None:
             payload = compressor.compress(payload, final=final)
             self._out.append(self._frame(opcode, payload, final, first))
+        elif len(payload) >= _SEPARATE_PAYLOAD_SIZE and not self._client:
+            # The header and the payload queued apart: joining them would copy the payload
+            # (see data_to_send_vectored()).
+            head = encode_frame(opcode, b"", fin=final, length=len(payload))
+            self._out += (head, payload)
         else:
             self._out.append(self._frame(opcode, payload, final))
 

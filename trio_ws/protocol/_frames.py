@@ -38,6 +38,10 @@ class Opcode(enum.IntEnum):
 
 
 _DATA_OPCODES = frozenset({0x0, 0x1, 0x2})
+# A data frame this large that arrives in more than one chunk is collected as the chunks
+# themselves (FrameParser): below it, copying into the receive buffer costs less than
+# keeping the pieces.
+LARGE_FRAME_SIZE = 16384
 _CONTROL_OPCODES = frozenset({0x8, 0x9, 0xA})
 # RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
 MAX_CONTROL_PAYLOAD = 125
@@ -102,9 +106,11 @@ new_mask_key = _mask_keys.next
 try:  # the optional compiled speedup, built by the standard build backend when a compiler exists
     from ._speedups import apply_mask as _apply_mask_c
     from ._speedups import parse_frame as _parse_frame_c
+    from ._speedups import unmask_join as _unmask_join_c
 except ImportError:  # pragma: no cover - depends on the build
     _apply_mask_c = None
     _parse_frame_c = None
+    _unmask_join_c = None
 
 apply_mask = _apply_mask_c if _apply_mask_c is not None else _apply_mask_python
 """``apply_mask(data, mask) -> bytes``: the compiled version when present, else pure Python."""
@@ -119,14 +125,19 @@ def encode_frame(
     fin: bool = True,
     rsv1: bool = False,
     mask: bool = False,
+    length: int | None = None,
 ) -> bytes:
     """Serialise one frame (RFC 6455 §5.2).
 
     A client masks every frame with a fresh random key (§5.3: "the masking key MUST be
-    derived from a strong source of entropy"); a server never masks.
+    derived from a strong source of entropy"); a server never masks. With ``length`` (an
+    unmasked frame only) just the header of a frame of that many payload bytes is made,
+    the payload to be written after it.
     """
     b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
-    n = len(payload)
+    if length is not None and (mask or payload):
+        raise ValueError("length= makes the header of an unmasked frame, without payload")
+    n = len(payload) if length is None else length
     mbit = 0x80 if mask else 0
     if n < 126:
         head = _pack_2(b0, mbit | n)
@@ -159,6 +170,12 @@ class Frame:
 class FrameParser:
     """Incremental frame parser for one direction of one connection.
 
+    A large frame (:data:`LARGE_FRAME_SIZE` or more) whose header starts a chunk fed while
+    nothing else is buffered is not copied into the receive buffer: the chunks are kept as
+    they came and joined (and unmasked) once, when the last one arrives. :attr:`missing`
+    says how many bytes that frame still needs, so that the reader can ask for them in one
+    read instead of many.
+
     Args:
         expect_masked: True on the server side (client frames MUST be masked, §5.1), False
             on the client side (server frames MUST NOT be masked).
@@ -167,25 +184,100 @@ class FrameParser:
             its payload is read.
     """
 
-    __slots__ = ("_buf", "_expect_masked", "allow_rsv1", "max_frame_size")
+    __slots__ = (
+        "_buf",
+        "_chunks",
+        "_chunks_size",
+        "_expect_masked",
+        "_large",
+        "allow_rsv1",
+        "max_frame_size",
+        "missing",
+    )
 
     def __init__(self, *, expect_masked: bool, allow_rsv1: bool, max_frame_size: int) -> None:
         self._buf = bytearray()
         self._expect_masked = expect_masked
         self.allow_rsv1 = allow_rsv1
         self.max_frame_size = max_frame_size
+        # The large frame being collected: (opcode, fin, rsv1, masking key or None).
+        self._large: tuple[int, bool, bool, bytes | None] | None = None
+        self._chunks: list[bytes | memoryview] = []
+        self._chunks_size = 0
+        self.missing = 0
+        """Payload bytes the large frame being collected still needs (0: none is)."""
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        missing = self.missing
+        if missing:
+            if type(data) is not bytes:
+                data = bytes(data)  # kept: it must not change under us
+            n = len(data)
+            if n <= missing:
+                self._chunks.append(data)
+                self._chunks_size += n
+                self.missing = missing - n
+                return
+            self._chunks.append(memoryview(data)[:missing])
+            self._chunks_size += missing
+            self.missing = 0
+            self._buf += memoryview(data)[missing:]
+        elif not self._buf and len(data) > LARGE_FRAME_SIZE and self._start_large(data):
+            return
+        else:
+            self._buf += data
+
+    def _start_large(self, data: bytes | bytearray | memoryview) -> bool:
+        """Begin collecting a large frame whose header starts ``data``; False (nothing
+        done) unless ``data`` holds a whole, valid header of a data frame of at least
+        :data:`LARGE_FRAME_SIZE` bytes and not the whole frame. A header that breaks a rule
+        is left to the ordinary path, which raises the error."""
+        b0 = data[0]
+        b1 = data[1]
+        opcode = b0 & 0x0F
+        if b0 & 0x30 or opcode not in _DATA_OPCODES or (b0 & 0x40 and not self.allow_rsv1):
+            return False
+        masked = bool(b1 & 0x80)
+        if masked != self._expect_masked:
+            return False
+        form = b1 & 0x7F
+        if form == 126:
+            (length,) = _unpack_h(data, 2)
+            start = 4
+        elif form == 127:
+            (length,) = _unpack_q(data, 2)
+            start = 10
+        else:
+            return False
+        if length < LARGE_FRAME_SIZE or length > self.max_frame_size or length >> 63:
+            return False
+        key = None
+        if masked:
+            key = bytes(data[start : start + 4])
+            start += 4
+        have = len(data) - start
+        if have >= length:
+            return False
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._large = (opcode, bool(b0 & 0x80), bool(b0 & 0x40), key)
+        self._chunks = [memoryview(data)[start:]]
+        self._chunks_size = have
+        self.missing = length - have
+        return True
 
     def discard(self) -> None:
         """Drop every buffered byte: the connection is over and reads no more frames."""
         self._buf = bytearray()
+        self._large = None
+        self._chunks = []
+        self._chunks_size = 0
+        self.missing = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as frames."""
-        return len(self._buf)
+        return len(self._buf) + self._chunks_size
 
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, ``None`` if incomplete; raise on a bad header."""
@@ -195,6 +287,17 @@ class FrameParser:
     def next_parts(self) -> FrameParts | None:
         """:meth:`next_frame` as a plain ``(opcode, payload, fin, rsv1)`` tuple: the
         per-frame path of the protocol, which builds no object for a frame."""
+        large = self._large
+        if large is not None:
+            if self.missing:
+                return None
+            opcode, fin, rsv1, key = large
+            chunks = self._chunks
+            self._large = None
+            self._chunks = []
+            self._chunks_size = 0
+            payload = unmask_join(chunks, key) if key is not None else b"".join(chunks)
+            return opcode, payload, fin, rsv1
         buf = self._buf
         parts = parse_frame(buf, self._expect_masked, self.allow_rsv1, self.max_frame_size)
         if parts is NotImplemented:  # the compiled parser leaves every error to this one
@@ -287,3 +390,15 @@ parse_frame: Callable[[bytearray, bool, bool, int], Any] = (
 """``parse_frame(buf, expect_masked, allow_rsv1, max_frame_size)``: the next frame's parts,
 taken out of ``buf``, or ``None``. The compiled one returns ``NotImplemented`` for a header
 it leaves to :func:`_parse_frame_python` (every refusal: it raises the error)."""
+
+
+def _unmask_join_python(chunks: list[bytes | memoryview], key: bytes) -> bytes:
+    """The chunks of a masked payload, joined and unmasked."""
+    return apply_mask(b"".join(chunks), key)
+
+
+unmask_join: Callable[[list[bytes | memoryview], bytes], bytes] = (
+    _unmask_join_c if _unmask_join_c is not None else _unmask_join_python
+)
+"""``unmask_join(chunks, key)``: one masked payload received in pieces, joined and
+unmasked in one pass (compiled), or joined then unmasked."""
