@@ -760,15 +760,17 @@ class Server:
         try:
             # The handler runs in this frame, not one more (a frame per connection is
             # memory per connection).
-            code = CloseCode.NORMAL_CLOSURE
+            ending: int = CloseCode.NORMAL_CLOSURE
             try:
                 await self.ws_routes.get(request.path, self.handler)(conn)
             except ConnectionClosed:
                 pass
             except Exception:
                 log.exception("#%d handler failed", conn.id)
-                code = CloseCode.INTERNAL_ERROR
-            await conn.aclose(code, "internal error" if code == CloseCode.INTERNAL_ERROR else "")
+                ending = CloseCode.INTERNAL_ERROR
+            await conn.aclose(
+                ending, "internal error" if ending == CloseCode.INTERNAL_ERROR else ""
+            )
         finally:
             self.connections.discard(conn)
             closed = conn.closed
