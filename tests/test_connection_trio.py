@@ -604,3 +604,46 @@ async def test_a_fragmented_message_that_never_ends_is_closed_1008(
         assert closed.code == 1008
         assert closed.reason == "message timeout"
         assert 30 <= trio.current_time() - start <= 40
+
+
+async def test_large_messages_behind_a_full_socket_arrive_whole_and_in_order() -> None:
+    """A large payload is written apart from its header (sendmsg) and, once the kernel's
+    buffer is full, drained as the buffers it is (vectored writes, cut anywhere): several
+    of them, with small messages in between, queued while the peer does not read, arrive
+    whole and in order."""
+    import socket
+
+    from trio_ws._transport import SocketTransport
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    b.setblocking(False)
+    big = [bytes([n]) * (3 << 20) for n in range(3)]
+    expected: list[str | bytes] = []
+    reader = WebSocketProtocol(Role.CLIENT, max_message_size=None)
+    got: list[object] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = WebSocketConnection(
+                SocketTransport(a),
+                WebSocketProtocol(Role.SERVER),
+                write_buffer_size=64 << 20,
+                background=nursery,
+            )
+            for n, payload in enumerate(big):
+                expected.extend([payload, f"small {n}"])
+                server.send_nowait(payload)
+                server.send_nowait(f"small {n}")
+            assert server.pending_size > 4 << 20  # queued: the peer has read nothing
+            while len(got) < len(expected):
+                await trio.lowlevel.wait_readable(b)
+                try:
+                    reader.receive_data(b.recv(100_003))  # an odd size: cuts anywhere
+                except BlockingIOError:
+                    continue
+                got += [e.data for e in reader.events_received()]  # type: ignore[union-attr]
+            await server.drain()
+    assert got == expected
+    assert server.pending_size == 0
+    a.close()
+    b.close()

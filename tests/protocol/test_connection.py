@@ -28,6 +28,7 @@ from trio_ws.protocol._events import BytesMessage, Close, Event, Ping, Pong, Tex
 from trio_ws.protocol._frames import Opcode, Role
 
 from .helpers import (
+    RFC_MASK,
     ProtocolPair,
     close_payload,
     parse_close,
@@ -114,6 +115,7 @@ def mask_impl(request: pytest.FixtureRequest) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_frames, "apply_mask", _frames._apply_mask_python)
         mp.setattr(_frames, "parse_frame", _frames._parse_frame_python)
+        mp.setattr(_frames, "unmask_join", _frames._unmask_join_python)
         yield "python"
 
 
@@ -1490,3 +1492,104 @@ def test_single_frame_and_single_piece_are_not_copied() -> None:
     fragments = _connection._Fragments(b"")
     fragments.add(piece)
     assert fragments.finish(b"") is piece
+
+
+# ---------------------------------------------------------------- large frames in pieces
+
+LARGE = _frames.LARGE_FRAME_SIZE
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+@pytest.mark.parametrize("cuts", [(LARGE + 1,), (LARGE + 7, 1, 1, 5000), (50_000, 49_999)])
+def test_a_large_frame_in_pieces_is_collected_without_the_buffer(
+    mask_impl: str, role: Role, cuts: tuple[int, ...]
+) -> None:
+    """A large frame whose header starts a read is collected as the chunks received: the
+    receive buffer stays empty, receive_size_hint says what is missing, and the message,
+    and a frame that shares the last chunk, come out whole."""
+    proto = WebSocketProtocol(role)
+    payload = bytes(range(256)) * 400  # 102,400 bytes
+    mask = RFC_MASK if role is Role.SERVER else None
+    frame = raw_frame(Opcode.BINARY, payload, mask=mask)
+    header = len(frame) - len(payload)
+    data = frame + raw_frame(Opcode.TEXT, b"next", mask=mask)
+    pos = 0
+    for cut in cuts:
+        proto.receive_data(data[pos : pos + cut])
+        pos += cut
+        assert proto.events_received() == []
+        assert proto._parser._buf == b""  # noqa: SLF001 - nothing copied into the buffer
+        assert proto._parser.buffered == pos - header  # noqa: SLF001 - the payload so far
+        assert proto.receive_size_hint == len(data) - pos - len(raw_frame(1, b"next", mask=mask))
+    proto.receive_data(data[pos:])
+    assert proto.events_received() == [BytesMessage(payload), TextMessage("next")]
+    assert proto.receive_size_hint == 0
+    assert proto._parser.buffered == 0  # noqa: SLF001
+
+
+def test_a_large_frame_fed_as_a_bytearray_is_kept_as_it_was_fed(mask_impl: str) -> None:
+    """The chunks of a large frame are kept until it is complete: one fed as a buffer the
+    caller reuses must not change the message."""
+    proto = server()
+    payload = b"a" * 40_000
+    data = raw_frame(Opcode.BINARY, payload)
+    chunk = bytearray(data[:30_000])
+    proto.receive_data(chunk)
+    chunk[:] = b"\xff" * len(chunk)
+    proto.receive_data(memoryview(bytearray(data[30_000:])))
+    assert proto.events_received() == [BytesMessage(payload)]
+
+
+def test_a_large_frame_over_the_limit_is_refused_from_its_header() -> None:
+    """The size limit applies to a large frame before any of it is kept (1009)."""
+    proto = server(max_message_size=LARGE * 2)
+    data = raw_frame(Opcode.BINARY, b"x" * (LARGE * 3))
+    assert_fails(proto, data[: LARGE + 100], CloseCode.MESSAGE_TOO_BIG)
+    assert proto._parser.buffered == 0  # noqa: SLF001
+
+
+def test_a_large_unmasked_client_frame_is_refused() -> None:
+    """A header that breaks a rule is left to the parser that raises (1002)."""
+    proto = server()
+    data = raw_frame(Opcode.BINARY, b"x" * (LARGE * 2), mask=None)
+    assert_fails(proto, data[: LARGE + 100], CloseCode.PROTOCOL_ERROR)
+
+
+def test_a_large_fragment_then_a_ping_then_the_rest(mask_impl: str) -> None:
+    """Collecting a large fragment does not reorder it with the control frame after it."""
+    proto = server()
+    first = raw_frame(Opcode.TEXT, b"a" * 30_000, fin=False)
+    ping = raw_frame(Opcode.PING, b"p")
+    last = raw_frame(Opcode.CONTINUATION, b"b" * 30_000)
+    proto.receive_data(first[:20_000])
+    proto.receive_data(first[20_000:] + ping + last[:5])
+    assert proto.events_received() == [Ping(b"p")]
+    proto.receive_data(last[5:])
+    assert proto.events_received() == [TextMessage("a" * 30_000 + "b" * 30_000)]
+
+
+def test_a_large_payload_is_queued_apart_from_its_header() -> None:
+    """A server's large payload goes out as the object it was given, behind its own
+    header (no copy); joined, the bytes are those of the one frame."""
+    payload = b"z" * LARGE
+    proto = server()
+    proto.send_bytes(payload)
+    parts = proto.data_to_send_vectored()
+    assert len(parts) == 2
+    assert parts[1] is payload
+    assert b"".join(parts) == _frames.encode_frame(Opcode.BINARY, payload)
+    proto.send_bytes(payload)
+    assert proto.data_to_send() == _frames.encode_frame(Opcode.BINARY, payload)
+    small = server()
+    small.send_bytes(b"z" * (LARGE - 1))
+    assert len(small.data_to_send_vectored()) == 1
+    masked = client()
+    masked.send_bytes(payload)
+    assert len(masked.data_to_send_vectored()) == 1  # a client's frame is masked: one copy
+
+
+def test_encode_frame_header_only() -> None:
+    head = _frames.encode_frame(Opcode.BINARY, b"", length=70_000)
+    assert head + b"q" * 70_000 == _frames.encode_frame(Opcode.BINARY, b"q" * 70_000)
+    with pytest.raises(ValueError, match="length="):
+        _frames.encode_frame(Opcode.BINARY, b"", length=5, mask=True)
