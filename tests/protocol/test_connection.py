@@ -1518,13 +1518,13 @@ def test_a_large_frame_in_pieces_is_collected_without_the_buffer(
         proto.receive_data(data[pos : pos + cut])
         pos += cut
         assert proto.events_received() == []
-        assert proto._parser._buf == b""  # noqa: SLF001 - nothing copied into the buffer
-        assert proto._parser.buffered == pos - header  # noqa: SLF001 - the payload so far
+        assert proto._parser._buf == b""
+        assert proto._parser.buffered == pos - header
         assert proto.receive_size_hint == len(data) - pos - len(raw_frame(1, b"next", mask=mask))
     proto.receive_data(data[pos:])
     assert proto.events_received() == [BytesMessage(payload), TextMessage("next")]
     assert proto.receive_size_hint == 0
-    assert proto._parser.buffered == 0  # noqa: SLF001
+    assert proto._parser.buffered == 0
 
 
 def test_a_large_frame_fed_as_a_bytearray_is_kept_as_it_was_fed(mask_impl: str) -> None:
@@ -1545,7 +1545,7 @@ def test_a_large_frame_over_the_limit_is_refused_from_its_header() -> None:
     proto = server(max_message_size=LARGE * 2)
     data = raw_frame(Opcode.BINARY, b"x" * (LARGE * 3))
     assert_fails(proto, data[: LARGE + 100], CloseCode.MESSAGE_TOO_BIG)
-    assert proto._parser.buffered == 0  # noqa: SLF001
+    assert proto._parser.buffered == 0
 
 
 def test_a_large_unmasked_client_frame_is_refused() -> None:
