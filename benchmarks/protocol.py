@@ -27,8 +27,9 @@ object directly, in a tight loop, the way a server's receive or send task would.
 
 Messages up to 1 KiB are text (ASCII), larger ones binary; ``--text``/``--binary`` force one
 kind for every size. The last two columns repeat the trio_ws measurement with its
-pure-Python masking (``_apply_mask_python``) swapped in for the compiled one, so both masking
-paths are shown; server-side serialisation does not mask, so there they only differ by noise.
+pure-Python frame layer (``_apply_mask_python``, ``_parse_frame_python``,
+``_unmask_join_python``) swapped in for the compiled one, so both paths are shown;
+server-side serialisation does not mask, so there they only differ by noise.
 
 How long a run is: the first run of each contender does one pass of N messages; it is
 discarded, but it calibrates how many passes make a run last about ``--target`` seconds
@@ -200,25 +201,30 @@ def serialise_trio_ws(payloads: list[str | bytes], n: int, client: bool, repeat:
 
 @contextlib.contextmanager
 def python_masking() -> Iterator[None]:
-    """Make trio_ws use its pure-Python masking for the duration of the block.
+    """Make trio_ws use its pure-Python frame layer (masking, the frame parser, the join of
+    a large frame's chunks) for the duration of the block.
 
-    ``FrameParser.next_frame`` and ``encode_frame`` look ``apply_mask`` up as a global of
-    ``trio_ws.protocol._frames`` at call time, so replacing that global is enough. Any other
-    trio_ws module that imported the name directly is patched too, to be safe.
+    ``FrameParser`` and ``encode_frame`` look these up as globals of
+    ``trio_ws.protocol._frames`` at call time, so replacing those globals is enough. Any
+    other trio_ws module that imported a name directly is patched too, to be safe.
     """
-    compiled = _frames.apply_mask
-    patched = [
-        module
-        for name, module in list(sys.modules.items())
-        if name.startswith("trio_ws") and getattr(module, "apply_mask", None) is compiled
-    ]
-    for module in patched:
-        module.apply_mask = _frames._apply_mask_python  # type: ignore[attr-defined]
+    pure = {
+        "apply_mask": _frames._apply_mask_python,
+        "parse_frame": _frames._parse_frame_python,
+        "unmask_join": _frames._unmask_join_python,
+    }
+    saved: list[tuple[object, str, object]] = []
+    for name, python in pure.items():
+        compiled = getattr(_frames, name)
+        for mod_name, module in list(sys.modules.items()):
+            if mod_name.startswith("trio_ws") and getattr(module, name, None) is compiled:
+                saved.append((module, name, compiled))
+                setattr(module, name, python)
     try:
         yield
     finally:
-        for module in patched:
-            module.apply_mask = compiled  # type: ignore[attr-defined]
+        for module, name, compiled in saved:
+            setattr(module, name, compiled)
 
 
 # ---------------------------------------------------------------------------- correctness
@@ -418,7 +424,7 @@ def main() -> None:
     print(
         f"median of {args.reps} runs of ~{target:g} s per cell; reads of {READ_SIZE // KIB} KiB; "
         "MB = 10^6 payload bytes; ratio = trio_ws / wsproto (median of per-rep ratios); "
-        "py-mask = trio_ws with its pure-Python masking"
+        "py-mask = trio_ws with its pure-Python frame layer (masking, parser)"
     )
     print()
     print(

@@ -204,3 +204,29 @@ def test_fanout_against_a_running_server() -> None:
         assert int(row.split(" | ")[0].strip("| ").replace(",", "")) > 0
     assert without_pid.stdout.strip().splitlines()[-1].split(" | ")[1] == "n/a"
     assert with_pid.stdout.strip().splitlines()[-1].split(" | ")[1] != "n/a"
+
+
+def test_per_message_compares_trees_in_one_table() -> None:
+    """Two trees (here the same one twice) measured in processes of their own: one row
+    each, a cost in nanoseconds for every operation."""
+    result = run(
+        "per_message.py", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}", "--rounds", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| a |")]
+    rows += [line for line in result.stdout.splitlines() if line.startswith("| b |")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        assert len(cells) == 4
+        assert all(float(c.replace(",", "")) > 0 for c in cells)
+
+
+def test_idle_memory_measures_logged_in_clients_on_the_demo() -> None:
+    """The demo started from the tree, clients logged in (a refused login would fail the
+    run), its RSS read before and after: one median per tree, and the demo stopped."""
+    result = run("idle_memory.py", "--conns", "30", "--reps", "1")
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"^\| trio_ws \| ([0-9.-]+) \|", result.stdout, re.MULTILINE)
+    assert match is not None, result.stdout
+    float(match.group(1))  # RSS can even shrink over 30 connections: a number is the check
