@@ -647,3 +647,41 @@ async def test_large_messages_behind_a_full_socket_arrive_whole_and_in_order() -
     assert server.pending_size == 0
     a.close()
     b.close()
+
+
+async def test_a_full_read_lets_only_the_next_one_skip_its_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a read that filled its buffer the next read goes straight to recv() (the
+    rest of a large message is there); the one after it checkpoints again, so a peer that
+    keeps the buffer full cannot hold the loop. A short read never lets the next skip."""
+    import socket
+
+    from trio_ws import _transport
+
+    checkpoints: list[int] = []
+    real = trio.lowlevel.cancel_shielded_checkpoint
+
+    async def counted() -> None:
+        checkpoints.append(1)
+        await real()
+
+    monkeypatch.setattr(trio.lowlevel, "cancel_shielded_checkpoint", counted)
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    transport = _transport.SocketTransport(a)
+    b.sendall(b"x" * (4 * 1024))
+    took = []
+    for _ in range(4):
+        before = len(checkpoints)
+        data = await transport.receive_some(1024)
+        took.append((len(data), len(checkpoints) - before))
+    assert took == [(1024, 1), (1024, 0), (1024, 1), (1024, 0)]
+    b.sendall(b"y" * 10)
+    before = len(checkpoints)
+    assert await transport.receive_some(1024) == b"y" * 10
+    b.sendall(b"z" * 10)
+    assert await transport.receive_some(1024) == b"z" * 10
+    assert len(checkpoints) - before == 2  # short reads: each one checkpointed
+    a.close()
+    b.close()

@@ -209,9 +209,7 @@ def test_fanout_against_a_running_server() -> None:
 def test_per_message_compares_trees_in_one_table() -> None:
     """Two trees (here the same one twice) measured in processes of their own: one row
     each, a cost in nanoseconds for every operation."""
-    result = run(
-        "per_message.py", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}", "--rounds", "1"
-    )
+    result = run("per_message.py", "--tree", f"a={ROOT}", "--tree", f"b={ROOT}", "--rounds", "1")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| a |")]
     rows += [line for line in result.stdout.splitlines() if line.startswith("| b |")]
