@@ -1591,5 +1591,45 @@ def test_a_large_payload_is_queued_apart_from_its_header() -> None:
 def test_encode_frame_header_only() -> None:
     head = _frames.encode_frame(Opcode.BINARY, b"", length=70_000)
     assert head + b"q" * 70_000 == _frames.encode_frame(Opcode.BINARY, b"q" * 70_000)
-    with pytest.raises(ValueError, match="length="):
+    with pytest.raises(ValueError, match="^length= makes the header of an unmasked frame"):
         _frames.encode_frame(Opcode.BINARY, b"", length=5, mask=True)
+
+
+def test_a_large_frame_keeps_a_middle_chunk_as_it_was_fed(mask_impl: str) -> None:
+    """A buffer the caller reuses, fed while a large frame is being collected, is copied:
+    changing it afterwards does not change the message."""
+    proto = server()
+    payload = bytes(range(256)) * 200  # 51,200 bytes
+    data = raw_frame(Opcode.BINARY, payload)
+    proto.receive_data(data[:20_000])
+    middle = bytearray(data[20_000:40_000])
+    proto.receive_data(middle)
+    middle[:] = b"\xff" * len(middle)
+    proto.receive_data(data[40_000:])
+    assert proto.events_received() == [BytesMessage(payload)]
+
+
+BAD_LARGE_HEADERS = {
+    "rsv2 set": ({"rsv2": True}, CloseCode.PROTOCOL_ERROR),
+    "rsv3 set": ({"rsv3": True}, CloseCode.PROTOCOL_ERROR),
+    "rsv1 without deflate": ({"rsv1": True}, CloseCode.PROTOCOL_ERROR),
+    "reserved opcode": ({"opcode": 0x3}, CloseCode.PROTOCOL_ERROR),
+    "control frame": ({"opcode": Opcode.PING}, CloseCode.PROTOCOL_ERROR),
+    "unmasked": ({"mask": None}, CloseCode.PROTOCOL_ERROR),
+}
+
+
+@pytest.mark.parametrize("flaw", list(BAD_LARGE_HEADERS))
+@pytest.mark.parametrize("form", [126, 127])
+def test_a_large_chunk_with_a_bad_header_is_refused_as_a_small_one_is(
+    mask_impl: str, flaw: str, form: int
+) -> None:
+    """A chunk big enough to start collecting a large frame, whose header breaks a rule,
+    fails the connection with the code the same header gets when it arrives alone."""
+    changes, code = BAD_LARGE_HEADERS[flaw]
+    kwargs: dict[str, object] = {"opcode": Opcode.BINARY, "mask": RFC_MASK, **changes}
+    opcode = kwargs.pop("opcode")
+    frame = raw_frame(opcode, b"x" * 30_000, length_form=form, **kwargs)  # type: ignore[arg-type]
+    assert_fails(server(), frame[:20_000], code)
+    alone = server()
+    assert_fails(alone, frame[:14], code)  # the header alone: the ordinary path
