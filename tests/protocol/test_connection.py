@@ -1591,7 +1591,7 @@ def test_a_large_payload_is_queued_apart_from_its_header() -> None:
 def test_encode_frame_header_only() -> None:
     head = _frames.encode_frame(Opcode.BINARY, b"", length=70_000)
     assert head + b"q" * 70_000 == _frames.encode_frame(Opcode.BINARY, b"q" * 70_000)
-    with pytest.raises(ValueError, match="^length= makes the header of an unmasked frame"):
+    with pytest.raises(ValueError, match=r"^length= makes the header of an unmasked frame"):
         _frames.encode_frame(Opcode.BINARY, b"", length=5, mask=True)
 
 
