@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from ._transport import MAX_RECEIVE_SIZE, RECEIVE_SIZE, Transport, TransportClosed
+from ._transport import Transport, TransportClosed
 from .protocol._connection import ConnectionState, WebSocketProtocol
 from .protocol._errors import CloseCode, RemoteProtocolError, WebSocketError
 from .protocol._events import Close, Pong
@@ -317,11 +317,8 @@ class WebSocketConnection:
             else:
                 # _read_once() without its settle, which the top of the loop does: the
                 # per-message path awaits nothing but the read.
-                missing = self.protocol.receive_size_hint
                 try:
-                    data = await self.transport.receive_some(
-                        RECEIVE_SIZE if missing <= RECEIVE_SIZE else min(missing, MAX_RECEIVE_SIZE)
-                    )
+                    data = await self.transport.receive_some(self.protocol.receive_size_hint)
                 except TransportClosed:
                     data = b""
                 self.feed(data)
@@ -371,11 +368,8 @@ class WebSocketConnection:
 
     async def _read_once(self) -> None:
         """Read one chunk into the protocol, flush what it owes, sort out the events."""
-        missing = self.protocol.receive_size_hint
         try:
-            data = await self.transport.receive_some(
-                RECEIVE_SIZE if missing <= RECEIVE_SIZE else min(missing, MAX_RECEIVE_SIZE)
-            )
+            data = await self.transport.receive_some(self.protocol.receive_size_hint)
         except TransportClosed:
             data = b""
         self.feed(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
@@ -20,6 +21,11 @@ RECEIVE_SIZE = 65536
 # frame collected in pieces): a 1 MiB message in two or three reads, not sixteen. The
 # buffer of a read is as large as asked until the bytes arrive, so this bounds that too.
 MAX_RECEIVE_SIZE = 1 << 20
+
+
+def read_size(wanted: int) -> int:
+    """How much one read asks for when the caller wants ``wanted`` bytes (0: unknown)."""
+    return RECEIVE_SIZE if wanted <= RECEIVE_SIZE else min(wanted, MAX_RECEIVE_SIZE)
 
 
 # The most buffers one sendmsg() is given (Linux's IOV_MAX is 1024).
@@ -33,9 +39,11 @@ class TransportClosed(Exception):
 class Transport(Protocol):
     """What a connection needs from the bytes underneath it."""
 
-    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
-        """Return the next chunk, at most ``max_bytes``; ``b""`` at end of stream. Raises
-        TransportClosed."""
+    async def receive_some(self, wanted: int = 0) -> bytes:
+        """Return the next chunk; ``b""`` at end of stream. Raises TransportClosed.
+
+        A read asks for :data:`RECEIVE_SIZE` bytes, or for ``wanted`` (at most
+        :data:`MAX_RECEIVE_SIZE`) when the caller knows it needs more than that."""
 
     def send_nowait(self, data: bytes) -> int:
         """Write what fits without waiting; return the number of bytes written (maybe 0)."""
@@ -95,7 +103,8 @@ class SocketTransport:
                 pass
         self.sock = sock
 
-    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+    async def receive_some(self, wanted: int = 0) -> bytes:
+        max_bytes = read_size(wanted)
         sock = self.sock
         # Yield first, then read before waiting. After one pass of the scheduler over the
         # other connections, a busy peer's next message is usually there already, and the
@@ -147,20 +156,13 @@ class SocketTransport:
             raise TransportClosed(str(exc)) from exc
 
     async def send_some_parts(self, parts: list[memoryview]) -> int:
-        sock = self.sock
-        while True:
-            try:
-                await trio.lowlevel.wait_writable(sock)
-            except (trio.ClosedResourceError, OSError) as exc:
-                raise TransportClosed(str(exc)) from exc
-            try:
-                return sock.sendmsg(parts[:_IOV_MAX])
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise TransportClosed(str(exc)) from exc
+        return await self._write_when_writable(self.sock.sendmsg, parts[:_IOV_MAX])
 
     async def send_some(self, data: bytes | memoryview) -> int:
+        return await self._write_when_writable(self.sock.send, data)
+
+    async def _write_when_writable(self, write: Callable[[Any], int], data: Any) -> int:
+        """Wait until the socket is writable, then ``write(data)``; again if it was not."""
         sock = self.sock
         while True:
             try:
@@ -168,7 +170,7 @@ class SocketTransport:
             except (trio.ClosedResourceError, OSError) as exc:
                 raise TransportClosed(str(exc)) from exc
             try:
-                return sock.send(data)
+                return write(data)
             except BlockingIOError:
                 continue
             except OSError as exc:
@@ -227,13 +229,13 @@ class StreamTransport:
         self._receive_scope: trio.CancelScope | None = None
         self._send_scope: trio.CancelScope | None = None
 
-    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+    async def receive_some(self, wanted: int = 0) -> bytes:
         if self._closed:
             raise TransportClosed("transport closed")
         with trio.CancelScope() as scope:
             self._receive_scope = scope
             try:
-                return bytes(await self.stream.receive_some(max_bytes))
+                return bytes(await self.stream.receive_some(read_size(wanted)))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise TransportClosed(str(exc)) from exc
             finally:
@@ -246,7 +248,9 @@ class StreamTransport:
         return 0  # a generic stream has no non-blocking write; the caller awaits send_all
 
     def send_parts_nowait(self, parts: list[bytes]) -> int:
-        return self.send_nowait(b"")
+        if self._closed:
+            raise TransportClosed("transport closed")
+        return 0  # as send_nowait(): the caller awaits send_some_parts()
 
     async def send_some(self, data: bytes | memoryview) -> int:
         await self.send_all(data)  # all or, cancelled, an unusable stream

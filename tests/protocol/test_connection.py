@@ -1633,3 +1633,24 @@ def test_a_large_chunk_with_a_bad_header_is_refused_as_a_small_one_is(
     assert_fails(server(), frame[:20_000], code)
     alone = server()
     assert_fails(alone, frame[:14], code)  # the header alone: the ordinary path
+
+
+def test_a_large_frame_trickled_in_tiny_pieces_holds_about_its_bytes(mask_impl: str) -> None:
+    """A peer that sends the rest of a large frame a byte per read must not make us hold an
+    object per byte: what is kept stays near the payload received, not 30-50 times it."""
+    proto = server()
+    payload = b"t" * 60_000
+    data = raw_frame(Opcode.BINARY, payload)
+    proto.receive_data(data[:20_000])
+    rest = data[20_000:-1]
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(len(rest)):
+            proto.receive_data(rest[i : i + 1])
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held - before < 2 * len(rest), f"{held - before} bytes held for {len(rest)} received"
+    proto.receive_data(data[-1:])
+    assert proto.events_received() == [BytesMessage(payload)]

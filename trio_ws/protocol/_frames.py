@@ -42,6 +42,9 @@ _DATA_OPCODES = frozenset({0x0, 0x1, 0x2})
 # themselves (FrameParser): below it, copying into the receive buffer costs less than
 # keeping the pieces.
 LARGE_FRAME_SIZE = 16384
+# While a large frame is collected, a piece smaller than this is copied onto a bytearray of
+# small pieces instead of kept as an object of its own (FrameParser._keep).
+_SMALL_PIECE_SIZE = 4096
 _CONTROL_OPCODES = frozenset({0x8, 0x9, 0xA})
 # RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
 MAX_CONTROL_PAYLOAD = 125
@@ -202,7 +205,7 @@ class FrameParser:
         self.max_frame_size = max_frame_size
         # The large frame being collected: (opcode, fin, rsv1, masking key or None).
         self._large: tuple[int, bool, bool, bytes | None] | None = None
-        self._chunks: list[bytes | memoryview] = []
+        self._chunks: list[bytes | bytearray | memoryview] = []
         self._chunks_size = 0
         self.missing = 0
         """Payload bytes the large frame being collected still needs (0: none is)."""
@@ -210,15 +213,13 @@ class FrameParser:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         missing = self.missing
         if missing:
-            if type(data) is not bytes:
-                data = bytes(data)  # kept: it must not change under us
             n = len(data)
             if n <= missing:
-                self._chunks.append(data)
+                self._keep(data)
                 self._chunks_size += n
                 self.missing = missing - n
                 return
-            self._chunks.append(memoryview(data)[:missing])
+            self._keep(memoryview(data)[:missing])
             self._chunks_size += missing
             self.missing = 0
             self._buf += memoryview(data)[missing:]
@@ -226,6 +227,23 @@ class FrameParser:
             return
         else:
             self._buf += data
+
+    def _keep(self, data: bytes | bytearray | memoryview) -> None:
+        """Add a piece to the large frame being collected. A small one is copied onto the
+        end of a bytearray of small pieces: a peer sending a byte per read must not make
+        us hold an object (and a list slot) per byte. A large piece of a bytes object is
+        kept as it is; anything else is copied (a caller may reuse its buffer)."""
+        chunks = self._chunks
+        if len(data) < _SMALL_PIECE_SIZE:
+            tail = chunks[-1]
+            if type(tail) is bytearray:
+                tail += data
+            else:
+                chunks.append(bytearray(data))
+        elif type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes):
+            chunks.append(data)  # immutable: kept without a copy
+        else:
+            chunks.append(bytes(data))
 
     def _start_large(self, data: bytes | bytearray | memoryview) -> bool:
         """Begin collecting a large frame whose header starts ``data``; False (nothing
@@ -392,12 +410,12 @@ taken out of ``buf``, or ``None``. The compiled one returns ``NotImplemented`` f
 it leaves to :func:`_parse_frame_python` (every refusal: it raises the error)."""
 
 
-def _unmask_join_python(chunks: list[bytes | memoryview], key: bytes) -> bytes:
+def _unmask_join_python(chunks: list[bytes | bytearray | memoryview], key: bytes) -> bytes:
     """The chunks of a masked payload, joined and unmasked."""
     return apply_mask(b"".join(chunks), key)
 
 
-unmask_join: Callable[[list[bytes | memoryview], bytes], bytes] = (
+unmask_join: Callable[[list[bytes | bytearray | memoryview], bytes], bytes] = (
     _unmask_join_c if _unmask_join_c is not None else _unmask_join_python
 )
 """``unmask_join(chunks, key)``: one masked payload received in pieces, joined and
