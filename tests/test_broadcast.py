@@ -248,9 +248,16 @@ async def test_a_subscriber_that_never_reads(policy: str) -> None:
                     while not items or items[-1].get("seq") != n_msgs:
                         items.append(await receive_json(slow))
                     gaps = check_stream(items, 0, n_msgs)
-                    assert len(gaps) == 1  # one overflow episode, reported once, exactly
-                    missed = gaps[0]["to"] - gaps[0]["from"] + 1
+                    # How many overflow episodes there are depends on how much the kernel
+                    # took before the slow reader's buffers filled (the send task may write
+                    # one more round after the first one); each is reported by one gap
+                    # naming its whole range, never split into several in a row.
+                    assert gaps
+                    kinds = [item["type"] for item in items]
+                    assert not any(a == b == "gap" for a, b in zip(kinds, kinds[1:]))
+                    missed = sum(gap["to"] - gap["from"] + 1 for gap in gaps)
                     assert missed == queue.dropped
+                    assert len(gaps) < missed / capacity  # episodes, not drops
                     assert items[-capacity - 1]["type"] == "gap"  # then the newest 50
                 else:
                     assert slow_sub.removed
