@@ -9,6 +9,7 @@ when the subscriber reads.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import urllib.parse
@@ -254,7 +255,7 @@ async def test_a_subscriber_that_never_reads(policy: str) -> None:
                     # naming its whole range, never split into several in a row.
                     assert gaps
                     kinds = [item["type"] for item in items]
-                    assert not any(a == b == "gap" for a, b in zip(kinds, kinds[1:]))
+                    assert not any(a == b == "gap" for a, b in itertools.pairwise(kinds))
                     missed = sum(gap["to"] - gap["from"] + 1 for gap in gaps)
                     assert missed == queue.dropped
                     assert len(gaps) < missed / capacity  # episodes, not drops
