@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -364,3 +366,193 @@ def test_mask_keys_are_cut_from_4_kib_of_system_randomness(
     assert got[:2] == [b"\x00" * 4, b"\x00" * 4]
     assert got[1023] == b"last"
     assert got[1024] == b"\x01" * 4
+
+
+# ---------------------------------------------------------------- either parser, any form
+
+
+@pytest.fixture(params=["python", "compiled"])
+def parser_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test with the pure-Python frame parser and masking, then with the compiled
+    ones (when built): the Python parser is the reference and must stay right by itself."""
+    if request.param == "compiled":
+        if not HAS_SPEEDUPS:
+            pytest.skip("the compiled speedup was not built")
+        yield "compiled"
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_frames, "apply_mask", _frames._apply_mask_python)
+        mp.setattr(_frames, "parse_frame", _frames._parse_frame_python)
+        mp.setattr(_frames, "unmask_join", _frames._unmask_join_python)
+        yield "python"
+
+
+def parser(max_frame_size: int = 1 << 30, *, allow_rsv1: bool = False) -> FrameParser:
+    return FrameParser(expect_masked=True, allow_rsv1=allow_rsv1, max_frame_size=max_frame_size)
+
+
+@pytest.mark.parametrize("size", [0, 5, 125, 300, 70_000])
+def test_a_whole_frame_in_the_64_bit_form_parses(parser_impl: str, size: int) -> None:
+    """The 64-bit length form is legal for any length (§5.2 asks for the minimal form only
+    of senders); its key and payload start 10 bytes in."""
+    payload = os.urandom(size)
+    p = parser()
+    p.feed(raw_frame(Opcode.BINARY, payload, mask=os.urandom(4), length_form=127) + b"\x89")
+    assert p.next_parts() == (Opcode.BINARY, payload, True, False)
+    assert p.buffered == 1  # the next frame's first byte, left behind
+
+
+@pytest.mark.parametrize("limit", [100, 1000, 70_000])
+def test_a_frame_of_exactly_the_limit_passes_in_every_length_form(
+    parser_impl: str, limit: int
+) -> None:
+    """max_frame_size is the largest payload admitted: one byte more is refused (1009),
+    whichever length form announces it."""
+    payload = os.urandom(limit)
+    p = parser(limit)
+    p.feed(raw_frame(Opcode.BINARY, payload))
+    assert p.next_parts() == (Opcode.BINARY, payload, True, False)
+    over = parser(limit)
+    over.feed(raw_frame(Opcode.BINARY, payload + b"x"))
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        over.next_parts()
+    assert exc_info.value.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_a_close_frame_longer_than_a_small_limit_passes(parser_impl: str) -> None:
+    """The data frame limit does not apply to control frames, the Close (0x8) included."""
+    payload = b"\x03\xe8" + b"r" * 100
+    p = parser(10)
+    p.feed(raw_frame(Opcode.CLOSE, payload))
+    assert p.next_parts() == (Opcode.CLOSE, payload, True, False)
+
+
+# ---------------------------------------------------------------- large frames in pieces
+
+LARGE = _frames.LARGE_FRAME_SIZE
+HEADER_16 = 8  # 2 bytes, the 16-bit length, the key
+
+
+@pytest.mark.parametrize(
+    ("opcode", "fin", "rsv1", "deflate"),
+    [
+        (Opcode.TEXT, True, False, False),
+        (Opcode.BINARY, True, False, False),
+        (Opcode.CONTINUATION, True, False, False),
+        (Opcode.TEXT, True, False, True),
+        (Opcode.CONTINUATION, False, False, True),
+        (Opcode.TEXT, False, True, True),
+        (Opcode.BINARY, True, True, True),
+    ],
+)
+def test_a_large_data_frame_is_collected_with_its_header_bits(
+    parser_impl: str, opcode: int, fin: bool, rsv1: bool, deflate: bool
+) -> None:
+    """Every data opcode, FIN and RSV1 (with deflate negotiated), take the large-frame
+    path (the reader is told what is missing) and come out as they were sent."""
+    payload = os.urandom(30_000)
+    frame = raw_frame(opcode, payload, fin=fin, rsv1=rsv1)
+    p = parser(allow_rsv1=deflate)
+    p.feed(frame[:20_000])
+    assert p.missing == len(frame) - 20_000
+    assert p.next_parts() is None
+    p.feed(frame[20_000:])
+    assert p.missing == 0
+    assert p.next_parts() == (opcode, payload, fin, rsv1)
+
+
+@pytest.mark.parametrize(
+    ("length", "limit"),
+    [(LARGE, 1 << 20), (40_000, 40_000)],
+    ids=["the large-frame size", "the frame limit"],
+)
+def test_a_frame_at_a_boundary_is_collected_in_pieces(
+    parser_impl: str, length: int, limit: int
+) -> None:
+    payload = os.urandom(length)
+    frame = raw_frame(Opcode.BINARY, payload)
+    first = LARGE + 2 if length == LARGE else 20_000  # a whole header, not the whole frame
+    p = parser(limit)
+    p.feed(frame[:first])
+    assert p.missing == len(frame) - first
+    p.feed(frame[first:])
+    assert p.next_parts() == (Opcode.BINARY, payload, True, False)
+
+
+def test_a_64_bit_length_with_its_top_bit_set_is_refused_under_any_limit(
+    parser_impl: str,
+) -> None:
+    """§5.2: "the most significant bit MUST be 0", even when the limit would admit it."""
+    header = b"\x82\xff" + (1 << 63 | 50_000).to_bytes(8, "big") + RFC_MASK
+    p = parser(2**70)
+    p.feed(header + b"x" * 20_000)
+    assert p.missing == 0
+    with pytest.raises(RemoteProtocolError) as exc_info:
+        p.next_parts()
+    assert exc_info.value.close_code == CloseCode.PROTOCOL_ERROR
+
+
+def test_bytes_buffered_count_a_large_frame_and_what_follows_it(parser_impl: str) -> None:
+    payload = os.urandom(30_000)
+    frame = raw_frame(Opcode.BINARY, payload)
+    following = raw_frame(Opcode.TEXT, b"next")
+    p = parser()
+    p.feed(frame[:20_000])
+    assert p.buffered == 20_000 - HEADER_16
+    p.feed(frame[20_000:] + following[:3])
+    assert p.buffered == len(payload) + 3
+    assert p.next_parts() == (Opcode.BINARY, payload, True, False)
+    assert p.buffered == 3
+
+
+def test_a_large_frame_copies_a_memoryview_of_a_buffer_the_caller_reuses(
+    parser_impl: str,
+) -> None:
+    payload = os.urandom(60_000)
+    frame = raw_frame(Opcode.BINARY, payload)
+    reused = bytearray(frame[20_000:40_000])
+    p = parser()
+    p.feed(frame[:20_000])
+    p.feed(memoryview(reused))
+    reused[:] = b"\xff" * len(reused)
+    p.feed(frame[40_000:])
+    assert p.next_parts() == (Opcode.BINARY, payload, True, False)
+
+
+@pytest.mark.parametrize("form", ["bytes", "memoryview of bytes"])
+def test_a_large_frame_keeps_immutable_pieces_without_copying_them(
+    parser_impl: str, form: str
+) -> None:
+    """Pieces of immutable bytes (the first one included) are kept as they came: feeding
+    them allocates a few small objects, not their size again."""
+    frame = raw_frame(Opcode.BINARY, os.urandom(90_000))
+    first, middle, last = frame[:30_000], frame[30_000:60_000], frame[60_000:]
+    p = parser()
+    tracemalloc.start()
+    try:
+        for piece in (first, middle):
+            before, _ = tracemalloc.get_traced_memory()
+            p.feed(piece if form == "bytes" else memoryview(piece))
+            after, _ = tracemalloc.get_traced_memory()
+            assert after - before < 2_000, f"{after - before} bytes allocated for a piece"
+    finally:
+        tracemalloc.stop()
+    p.feed(last)
+    parts = p.next_parts()
+    assert parts is not None
+    assert len(parts[1]) == 90_000
+
+
+def test_a_parser_reads_nothing_more_once_discarded(parser_impl: str) -> None:
+    frame = raw_frame(Opcode.BINARY, os.urandom(30_000))
+    p = parser()
+    p.feed(frame[:20_000])
+    p.discard()
+    assert (p.buffered, p.missing) == (0, 0)
+    assert p.next_parts() is None
+
+
+def test_a_new_parser_expects_nothing() -> None:
+    p = parser()
+    assert (p.buffered, p.missing) == (0, 0)
+    assert p.next_parts() is None

@@ -170,6 +170,11 @@ class Frame:
         return f"Frame(opcode={self.opcode}, fin={self.fin}, rsv1={self.rsv1}, len={n})"
 
 
+def _immutable(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` cannot change under us: ``bytes``, or a view of ``bytes``."""
+    return type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)
+
+
 class FrameParser:
     """Incremental frame parser for one direction of one connection.
 
@@ -240,8 +245,8 @@ class FrameParser:
                 tail += data
             else:
                 chunks.append(bytearray(data))
-        elif type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes):
-            chunks.append(data)  # immutable: kept without a copy
+        elif _immutable(data):
+            chunks.append(data)  # kept without a copy
         else:
             chunks.append(bytes(data))
 
@@ -276,8 +281,8 @@ class FrameParser:
         have = len(data) - start
         if have >= length:
             return False
-        if type(data) is not bytes:
-            data = bytes(data)
+        if not _immutable(data):
+            data = bytes(data)  # a caller may reuse its buffer
         self._large = (opcode, bool(b0 & 0x80), bool(b0 & 0x40), key)
         self._chunks = [memoryview(data)[start:]]
         self._chunks_size = have
