@@ -1,7 +1,8 @@
 """A trio_ws server speaking the wsbench protocol (../shared/wsbench/README.md).
 
 Paths: ``/sub`` subscribes to one broadcast queue, every message received on ``/pub`` is
-published to it (same payload, same type), any other path echoes. No login: the handler
+published to it (same payload, same type; the messages that one read brought in one
+``publish_many`` call), any other path echoes. No login: the handler
 uses :class:`trio_ws.Server` and a :class:`~trio_ws._broadcast.BroadcastHub` directly.
 
 With ``--broker redis://...`` the queue goes through that broker (one node): the same
@@ -24,6 +25,10 @@ from trio_ws import ConnectionClosed, Server, ServerConfig, WebSocketConnection
 from trio_ws._broadcast import BroadcastHub
 from trio_ws.brokers import broker_from_url
 
+# The most messages of the publisher published in one call: what arrived together (with
+# a shared broker, what piled up during the last call's round trip).
+PUBLISH_BATCH = 100
+
 
 def make_server(*, history: int = 0, broker: str = "memory") -> tuple[Server, BroadcastHub]:
     """The wsbench server and its hub (``Server.serve(..., background=[hub.run])``)."""
@@ -40,7 +45,7 @@ def make_server(*, history: int = 0, broker: str = "memory") -> tuple[Server, Br
         broker=broker_from_url(broker), max_subscriber_buffer=config.max_subscriber_buffer
     )
     queue = hub.queue("bench", history=history)
-    publish = queue.publish
+    publish, publish_many = queue.publish, queue.publish_many
 
     async def handler(conn: WebSocketConnection) -> None:
         assert conn.request is not None
@@ -56,7 +61,16 @@ def make_server(*, history: int = 0, broker: str = "memory") -> tuple[Server, Br
                     hub.remove(sub)
             elif path == "/pub":
                 while True:
-                    await publish(await conn.receive())
+                    batch = [await conn.receive()]
+                    while len(batch) < PUBLISH_BATCH:  # and what came with it, in one call
+                        try:
+                            batch.append(conn.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    if len(batch) == 1:
+                        await publish(batch[0])
+                    else:
+                        await publish_many(batch)
             else:
                 while True:
                     await conn.send(await conn.receive())

@@ -28,7 +28,9 @@ import websockets.trio.client
 from trio_ws import ConnectionClosed, Server, ServerConfig, WebSocketConnection
 from trio_ws._broadcast import BroadcastHub, QueueError, Subscriber
 from trio_ws._client import connect
+from trio_ws._queue_model import Message
 from trio_ws._transport import StreamTransport
+from trio_ws.brokers import MemoryBroker
 from trio_ws.protocol._connection import WebSocketProtocol
 from trio_ws.protocol._events import BytesMessage, TextMessage
 from trio_ws.protocol._frames import Role
@@ -512,6 +514,126 @@ async def test_publish_rate_limit(autojump_clock: trio.abc.Clock) -> None:
     assert queue.seq == 3  # a refused message gets no seq
     await trio.sleep(1.0)
     assert await queue.publish("x") == 4
+
+
+async def test_publish_many_reaches_subscribers_in_order_with_consecutive_seqs() -> None:
+    hub = BroadcastHub()
+    queue = hub.queue("g", history=10)
+    with trio.fail_after(10):
+        async with serving(hub) as (url, registry):
+            async with connect(f"{url}/?name=a&sub=g") as ws:
+                await registry.wait_for(lambda: len(queue) == 1)
+                assert await queue.publish("before") == 1
+                batch = [{"type": "grouped", "text": "hi"}, "plain", b"\x00bin"]
+                assert await queue.publish_many(batch, keys=["k", None, "k"]) == [2, 3, 4]
+                assert await hub.publish_many("g", ["by name"]) == [5]
+                assert (queue.seq, queue.published) == (5, 5)
+                assert await ws.receive() == "before"
+                assert await receive_json(ws) == {"type": "grouped", "text": "hi", "seq": 2}
+                assert [await ws.receive() for _ in range(3)] == ["plain", b"\x00bin", "by name"]
+                assert await queue.retract("k") == 2  # keys as given, per message
+                with pytest.raises(ValueError, match="1 to 1000 messages, not 0"):
+                    await queue.publish_many([])
+                with pytest.raises(ValueError, match="1 to 1000 messages, not 1001"):
+                    await queue.publish_many(["x"] * 1001)
+                with pytest.raises(ValueError, match="1 keys for 2 messages"):
+                    await queue.publish_many(["x", "y"], keys=["k"])
+                with pytest.raises(TypeError, match="cannot publish int"):
+                    await queue.publish_many(["x", 3])  # type: ignore[list-item]
+                assert queue.seq == 5  # nothing of a refused batch was published
+                dynamic = BroadcastHub(dynamic_queues=False)
+                with pytest.raises(QueueError) as info:
+                    await dynamic.publish_many("nowhere", ["x"])
+                assert info.value.code == "unknown_group"
+
+
+async def test_publish_many_counts_every_message_against_the_rate(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = BroadcastHub()
+    queue = hub.queue("chat", max_publish_rate=(5, 1.0))
+    assert await queue.publish_many(["x"] * 3) == [1, 2, 3]
+    with pytest.raises(QueueError) as info:
+        await queue.publish_many(["x"] * 3)  # 2 tokens left: all or none
+    assert info.value.code == "rate_limited"
+    assert queue.seq == 3
+    assert await queue.publish_many(["x"] * 2) == [4, 5]
+    await trio.sleep(1.0)
+    assert await queue.publish_many(["x"] * 5) == [6, 7, 8, 9, 10]
+
+
+class _SteppingBroker(MemoryBroker):
+    """A memory broker that hands its messages to the node one per scheduler step, from a
+    task of its own, as a shared broker's client reading them off a socket does."""
+
+    delivers_in_steps = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbound: list[tuple[str, Message]] = []
+        self.arrived = trio.Event()
+
+    def take_node_callback(self) -> None:
+        self.to_node, self.on_message = self.on_message, self._later
+
+    def _later(self, queue: str, message: Message) -> None:
+        self.inbound.append((queue, message))
+        self.arrived.set()
+
+    async def hand_over(self) -> None:
+        while True:
+            await self.arrived.wait()
+            self.arrived = trio.Event()
+            while self.inbound:
+                self.to_node(*self.inbound.pop(0))
+                await trio.lowlevel.checkpoint()  # one message per step
+
+
+@pytest.mark.parametrize("gather", [True, False])
+async def test_messages_that_arrive_one_per_step_are_written_together(gather: bool) -> None:
+    from trio_ws._delivery import GATHER_STEPS
+    from trio_ws._transport import SocketTransport
+
+    class CountingTransport(SocketTransport):
+        writes = 0
+
+        def send_nowait(self, data: bytes) -> int:
+            CountingTransport.writes += 1
+            return super().send_nowait(data)
+
+    broker = _SteppingBroker()
+    hub = BroadcastHub(broker=broker)
+    broker.take_node_callback()
+    hub.engine.gather = gather
+    queue = hub.queue("g")
+    ours, theirs = socket.socketpair()
+    with ours, theirs, trio.fail_after(10):
+        theirs.setblocking(False)
+        conn = WebSocketConnection(CountingTransport(ours), WebSocketProtocol(Role.SERVER))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broker.hand_over)
+            await nursery.start(hub.run)
+            await hub.subscribe(queue, await hub.subscriber(conn))
+            await queue.publish_many([f"m{i}" for i in range(200)])
+            client = WebSocketProtocol(Role.CLIENT)
+            got: list[object] = []
+            while len(got) < 200:
+                await trio.lowlevel.wait_readable(theirs)
+                client.receive_data(theirs.recv(1 << 20))
+                got += [e.data for e in client.events_received()]  # type: ignore[attr-defined]
+            assert got == [f"m{i}" for i in range(200)]
+            burst = CountingTransport.writes
+            if gather:
+                assert burst <= 2 * 200 // GATHER_STEPS
+            else:
+                assert burst >= 100  # about one write per message
+            # A lone message is not held back: it goes out after two more passes.
+            await queue.publish("lone")
+            await trio.lowlevel.wait_readable(theirs)
+            client.receive_data(theirs.recv(1 << 20))
+            assert [e.data for e in client.events_received()] == ["lone"]  # type: ignore[attr-defined]
+            assert CountingTransport.writes == burst + 1
+            nursery.cancel_scope.cancel()
 
 
 async def test_auto_subscribe_queues_reach_every_subscriber() -> None:

@@ -318,6 +318,74 @@ async def test_bytes_fed_from_outside_are_settled_by_the_next_receive() -> None:
     assert reply[2:4] == b"\x03\xf1"  # Close 1009 (and a reason)
 
 
+async def test_receive_nowait_hands_out_what_one_read_brought_and_never_reads() -> None:
+    from trio_ws._connection import _MESSAGES_PER_CHECKPOINT
+
+    client, server = make_pair()
+    with pytest.raises(trio.WouldBlock):
+        server.receive_nowait()  # nothing read yet, and it does not read
+    for text in ("a", "b", "c"):
+        client.protocol.send_text(text)
+    client.protocol.send_bytes(b"d")
+    await client.transport.send_all(client.protocol.data_to_send())  # one chunk
+    with trio.fail_after(5):
+        assert await server.receive() == "a"
+        assert [server.receive_nowait(), server.receive_nowait(), server.receive_nowait()] == [
+            "b",
+            "c",
+            b"d",
+        ]
+        assert server.messages_in == 4
+        with pytest.raises(trio.WouldBlock):
+            server.receive_nowait()
+        await client.send("e")  # arrives, but only a receive() reads it
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            server.receive_nowait()
+        assert await server.receive() == "e"
+        # Messages taken without waiting count toward the receiver's next checkpoint.
+        for i in range(2 * _MESSAGES_PER_CHECKPOINT):
+            client.protocol.send_text(str(i))
+        await client.transport.send_all(client.protocol.data_to_send())
+        me = trio.lowlevel.current_task()
+
+        class Steps(trio.abc.Instrument):
+            count = 0  # our task's steps: each ends at a checkpoint
+
+            def after_task_step(self, task: trio.lowlevel.Task) -> None:
+                if task is me:
+                    self.count += 1
+
+        steps = Steps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            assert await server.receive() == "0"  # reads: a checkpoint
+            seen = steps.count
+            for i in range(1, _MESSAGES_PER_CHECKPOINT):
+                assert server.receive_nowait() == str(i)
+            assert steps.count == seen  # no checkpoint without waiting
+            assert await server.receive() == str(_MESSAGES_PER_CHECKPOINT)
+            assert steps.count > seen  # the 17th message since the read: a checkpoint first
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        while True:
+            try:
+                server.receive_nowait()
+            except trio.WouldBlock:
+                break
+        # Closed: what was received before is still handed out, then the close.
+        client.protocol.send_text("last")
+        await client.transport.send_all(client.protocol.data_to_send())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.aclose)
+            assert await server.receive() == "last"
+            with pytest.raises(ConnectionClosed):
+                await server.receive()
+        with pytest.raises(ConnectionClosed) as info:
+            server.receive_nowait()
+        assert info.value.code == 1000
+
+
 async def test_a_close_fed_from_outside_is_answered() -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     server = WebSocketConnection(StreamTransport(server_stream), WebSocketProtocol(Role.SERVER))

@@ -211,6 +211,17 @@ def test_rate_limiter_token_bucket() -> None:
         RateLimiter(1, 0.0)
 
 
+def test_rate_limiter_takes_several_tokens_all_or_none() -> None:
+    limiter = RateLimiter(5, 1.0)
+    assert limiter.allow(0.0, 3) is True
+    assert limiter.allow(0.0, 3) is False  # 2 left: none taken
+    assert limiter.allow(0.0, 2) is True
+    assert limiter.allow(0.0) is False
+    assert limiter.allow(0.6, 3) is True  # 3 back after 0.6 s
+    assert limiter.allow(100.0, 6) is False  # never more than the burst
+    assert limiter.allow(100.0, 5) is True
+
+
 # ---------------------------------------------------------------------------------------
 # Buffers
 

@@ -298,17 +298,7 @@ class WebSocketConnection:
                     await trio.lowlevel.checkpoint()
                     continue
                 self._unyielded = unyielded
-                self.messages_in += 1
-                head = self._inbox_head
-                message = inbox[head]
-                head += 1
-                if head == len(inbox):
-                    inbox.clear()
-                    head = 0
-                self._inbox_head = head
-                if self._reader_running:
-                    self._inbox_event()  # there may be room for the reader again
-                return message
+                return self._pop()
             if self._closed is not None:
                 raise self._closed
             self._unyielded = 0  # reading or waiting is a checkpoint
@@ -322,6 +312,37 @@ class WebSocketConnection:
                 except TransportClosed:
                     data = b""
                 self.feed(data)
+
+    def receive_nowait(self) -> Message:
+        """Return the next message if it was received already (read and parsed with the
+        ones before it), without waiting: to take what arrived in one read together, such
+        as several messages to publish in one :meth:`~trio_ws.BroadcastQueue.publish_many`.
+
+        Raises:
+            trio.WouldBlock: no message is there yet (:meth:`receive` waits for one).
+            ConnectionClosed: the connection is closed, and every message received before
+                was taken.
+        """
+        if not self._inbox:
+            if self._closed is not None:
+                raise self._closed
+            raise trio.WouldBlock
+        self._unyielded += 1  # the next receive() still checkpoints in time
+        return self._pop()
+
+    def _pop(self) -> Message:
+        inbox = self._inbox
+        self.messages_in += 1
+        head = self._inbox_head
+        message = inbox[head]
+        head += 1
+        if head == len(inbox):
+            inbox.clear()
+            head = 0
+        self._inbox_head = head
+        if self._reader_running:
+            self._inbox_event()  # there may be room for the reader again
+        return message
 
     def _inbox_event(self) -> None:
         changed = self._inbox_changed

@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 The broker hands this node each message of a queue once; the hub appends it to the
 queue's *unflushed* list and :meth:`DeliveryEngine.schedule` wakes the flusher, which runs
-as soon as the delivering task reaches a checkpoint. For every queue with messages:
+as soon as the delivering task reaches a checkpoint. (A shared broker's client hands over
+the messages it read one per scheduler step; with such a broker the flusher first lets
+the steps that bring more run, a bounded number of them, so that a burst is not written
+one message at a time.) For every queue with messages:
 
 * the frames delivered since the last flush are joined into one ``bytes`` (once per
   queue, and once per compression variant, see below);
@@ -63,6 +66,10 @@ _TEXT = Opcode.TEXT
 # bytes (and at least one message): the rest waits in its buffer as shared messages, not
 # as a joined copy per subscriber.
 _ROUND_BYTES = 256 << 10
+# The most scheduler passes the flusher lets messages gather for (see DeliveryEngine):
+# a burst of messages that arrive one per pass is written in 1/GATHER_STEPS the writes,
+# and none waits more than this many passes.
+GATHER_STEPS = 32
 
 
 class LostMessages(Message):
@@ -93,6 +100,8 @@ class DeliveryEngine:
         remove: forgets a subscriber whose connection failed (the hub's ``remove``).
         close_timeout: seconds a too-slow subscriber gets to take its Close frame.
         compression_level: zlib level of the shared compressed frames.
+        gather: messages arrive one per scheduler step (a shared broker's): before a
+            flush, let the steps that bring more run, at most :data:`GATHER_STEPS`.
     """
 
     def __init__(
@@ -101,8 +110,10 @@ class DeliveryEngine:
         *,
         close_timeout: float = 5.0,
         compression_level: int = 6,
+        gather: bool = False,
     ) -> None:
         self._remove = remove
+        self.gather = gather
         self.close_timeout = close_timeout
         self.compression_level = compression_level
         self._dirty: list[BroadcastQueue] = []
@@ -126,6 +137,8 @@ class DeliveryEngine:
                 task_status.started()
                 while True:
                     if self._dirty:
+                        if self.gather:
+                            await self._gather()
                         self._flush()
                     wakeup = self._wakeup = trio.Event()
                     await wakeup.wait()
@@ -133,6 +146,30 @@ class DeliveryEngine:
                 self._nursery = None
                 self._wakeup = None
                 nursery.cancel_scope.cancel()
+
+    async def _gather(self) -> None:
+        """Yield while the scheduler's passes bring more messages, at most
+        :data:`GATHER_STEPS` times: a burst from a broker that hands them over one per
+        step goes out in a few writes per subscriber.
+
+        It stops after two passes that brought nothing: trio runs the tasks of a pass in
+        any order, so in one pass the flusher may look before the broker's task delivers;
+        in the next it has always delivered (if it still has messages). A lone message
+        waits two passes."""
+        pending = self._pending()
+        quiet = 0
+        for _ in range(GATHER_STEPS):
+            await trio.lowlevel.checkpoint()
+            now = self._pending()
+            if now == pending:
+                quiet += 1
+                if quiet == 2:
+                    return
+            else:
+                pending, quiet = now, 0
+
+    def _pending(self) -> int:
+        return sum(len(queue._unflushed) for queue in self._dirty)
 
     def schedule(self, queue: BroadcastQueue) -> None:
         """``queue`` has unflushed messages: flush it at the flusher's next turn."""

@@ -28,13 +28,14 @@ class RateLimiter:
         self._tokens = float(count)
         self._stamp: float | None = None
 
-    def allow(self, now: float) -> bool:
-        """Take a token at time ``now`` if one is there; return whether one was."""
+    def allow(self, now: float, n: int = 1) -> bool:
+        """Take ``n`` tokens at time ``now`` if that many are there (all or none); return
+        whether they were."""
         if self._stamp is not None and now > self._stamp:
             self._tokens = min(self.count, self._tokens + (now - self._stamp) * self._per_second)
         if self._stamp is None or now > self._stamp:
             self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= n:
+            self._tokens -= n
             return True
         return False

@@ -9,6 +9,7 @@ Deliveries of a shared broker arrive from its own tasks, so the cases wait for t
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from trio_ws._queue_model import Gap, Message, PayloadKind, QueueOptions
@@ -90,6 +91,95 @@ async def test_message_kinds_and_keys_are_delivered_as_published(
         assert [m.key for m in got] == ["j", None, ""]
         assert [m.retracted for m in got] == [False, False, False]
         assert got[1].frame == b"\x82\x05\x00\xffbin"  # the encoded frame, built once
+
+
+async def test_publish_many_numbers_consecutively_and_delivers_in_order(
+    cluster: Cluster, clock: object
+) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        a, b, c = cluster.a, cluster.b, cluster.c
+        await b.listen("q")
+        await publish(a, "q", "first")
+        items = [
+            (b'{"x":1}', PayloadKind.JSON, "j"),
+            (b"\x00bin", PayloadKind.BINARY, None),
+            ("é".encode(), PayloadKind.TEXT, ""),
+        ]
+        assert await c.publish_many("q", items, options=KEEP) == 4  # the last one's seq
+        assert await publish(a, "q", "after") == 5
+        assert await a.publish_many("new", [(b"one", PayloadKind.TEXT, None)], options=KEEP) == 1
+        await cluster.barrier()
+        got = cluster.seen(b).messages["q"]
+        assert [m.seq for m in got] == [1, 2, 3, 4, 5]
+        assert [bytes(m.payload) for m in got] == [
+            b"first",
+            b'{"x":1,"seq":2}',
+            b"\x00bin",
+            "é".encode(),
+            b"after",
+        ]
+        assert [m.opcode for m in got] == [1, 1, 2, 1, 1]
+        assert [m.key for m in got] == [None, "j", None, "", None]
+        # Kept like single publishes: replayed, and retractable by key.
+        replay = await a.replay("q", 1, epoch=None, options=KEEP)
+        assert [m.seq for m in replay.messages] == [2, 3, 4, 5]
+        assert [bytes(m.payload) for m in replay.messages] == [bytes(m.payload) for m in got[1:]]
+        assert await a.retract("q", "j") == 1
+        # The history's bound holds for a batch longer than it.
+        three = QueueOptions(history=3)
+        batch = [(f"m{i}".encode(), PayloadKind.TEXT, None) for i in range(5)]
+        assert await a.publish_many("short", batch, options=three) == 5
+        short = await b.replay("short", 0, epoch=None, options=three)
+        assert (short.gap, texts(short.messages)) == (Gap(1, 2), ["m2", "m3", "m4"])
+        none = QueueOptions(history=0)
+        assert await a.publish_many("none", batch, options=none) == 5
+        assert (await b.replay("none", 0, epoch=None, options=none)).gap == Gap(1, 5)
+        with pytest.raises(ValueError, match="at least one"):
+            await a.publish_many("q", [], options=KEEP)
+
+
+async def test_publish_many_batches_never_interleave_with_other_publishers(
+    cluster: Cluster, clock: object
+) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        a, b, c = cluster.a, cluster.b, cluster.c
+        await c.listen("q")
+        batches: dict[int, list[str]] = {}  # last seq -> the batch's texts
+
+        async def publisher(node: Broker, tag: str) -> None:
+            for i in range(8):
+                texts_ = [f"{tag}{i}.{j}" for j in range(1 + i % 4)]
+                items = [(t.encode(), PayloadKind.TEXT, None) for t in texts_]
+                batches[await node.publish_many("q", items, options=KEEP)] = texts_
+                await publish(node, "q", f"{tag}{i}.single")
+
+        async with trio.open_nursery() as nursery:
+            for node, tag in ((a, "a"), (b, "b"), (c, "c")):
+                nursery.start_soon(publisher, node, tag)
+        await cluster.barrier()
+        seen = cluster.seen(c)
+        total = 3 * (8 + sum(1 + i % 4 for i in range(8)))
+        assert seen.seqs("q") == list(range(1, total + 1))  # each once, in seq order
+        by_seq = dict(zip(seen.seqs("q"), (p.decode() for p in seen.payloads("q")), strict=True))
+        for last, texts_ in batches.items():
+            first = last - len(texts_) + 1
+            assert [by_seq[s] for s in range(first, last + 1)] == texts_  # consecutive
+
+
+async def test_the_default_publish_many_publishes_one_at_a_time_in_order(
+    cluster: Cluster, clock: object
+) -> None:
+    """What a broker that does not override publish_many() gets from the base class."""
+    with trio.fail_after(TIME_LIMIT):
+        a, b = cluster.a, cluster.b
+        await b.listen("q")
+        items = [(f"m{i}".encode(), PayloadKind.TEXT, f"k{i}") for i in range(3)]
+        assert await Broker.publish_many(a, "q", items, options=KEEP) == 3
+        await cluster.barrier()
+        assert texts(cluster.seen(b).messages["q"]) == ["m0", "m1", "m2"]
+        assert [m.key for m in cluster.seen(b).messages["q"]] == ["k0", "k1", "k2"]
+        with pytest.raises(ValueError, match="at least one"):
+            await Broker.publish_many(a, "q", [], options=KEEP)
 
 
 async def test_unlisten_stops_delivery(cluster: Cluster, clock: object) -> None:

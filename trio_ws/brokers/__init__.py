@@ -13,6 +13,7 @@ from ._base import (
     BrokerUnavailable,
     Claim,
     NodeInfo,
+    PublishItem,
     Replay,
     RoutedClose,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "MemoryBroker",
     "MemoryStore",
     "NodeInfo",
+    "PublishItem",
     "Replay",
     "RoutedClose",
     "broker_from_url",

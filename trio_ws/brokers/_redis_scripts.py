@@ -35,6 +35,7 @@ __all__ = [
     "MEMBERS",
     "NODES",
     "PUBLISH",
+    "PUBLISH_MANY",
     "RECLAIM",
     "REPLAY",
     "RETRACT",
@@ -77,6 +78,39 @@ else
   redis.call('DEL', KEYS[2])
 end
 redis.call('PUBLISH', ARGV[1], 'm' .. entry)
+return seq
+"""
+)
+
+PUBLISH_MANY = (
+    _LATE
+    + """
+-- KEYS: seq, log, epoch.
+-- ARGV: channel, history, ttl_ms, epoch, deadline, then per message: kind, key, has_key, body
+local t = redis.call('TIME')
+if late(t, ARGV[5]) then return false end
+if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SET', KEYS[3], ARGV[4]) end
+local n = (#ARGV - 5) / 4
+local seq = redis.call('INCRBY', KEYS[1], n) - n
+local stamp = t[1] .. '.' .. string.format('%06d', t[2])
+local history = tonumber(ARGV[2])
+for i = 6, #ARGV, 4 do
+  seq = seq + 1
+  local keylen = -1
+  local key = ''
+  if ARGV[i + 2] == '1' then key = ARGV[i + 1]; keylen = #key end
+  local entry = seq .. ' ' .. ARGV[i] .. ' ' .. stamp .. ' 0 ' .. keylen .. '\\n' .. key
+      .. ARGV[i + 3]
+  if history > 0 then redis.call('RPUSH', KEYS[2], entry) end
+  redis.call('PUBLISH', ARGV[1], 'm' .. entry)
+end
+if history > 0 then
+  redis.call('LTRIM', KEYS[2], -history, -1)
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end
+else
+  redis.call('DEL', KEYS[2])
+end
 return seq
 """
 )

@@ -17,12 +17,22 @@ from __future__ import annotations
 import math
 import secrets
 from collections import Counter, deque
+from collections.abc import Sequence
 
 import trio
 
 from .._names import name_key
 from .._queue_model import History, Message, QueueOptions, make_message
-from ._base import Broker, BrokerState, BrokerStatistics, Claim, NodeInfo, Payload, Replay
+from ._base import (
+    Broker,
+    BrokerState,
+    BrokerStatistics,
+    Claim,
+    NodeInfo,
+    Payload,
+    PublishItem,
+    Replay,
+)
 
 __all__ = ["MemoryBroker", "MemoryStore"]
 
@@ -134,6 +144,7 @@ class MemoryBroker(Broker):
     """
 
     kind = "memory"
+    delivers_in_steps = False  # on_message runs inside publish(), a whole batch at once
 
     def __init__(
         self,
@@ -225,6 +236,25 @@ class MemoryBroker(Broker):
             for node in listeners:
                 node.on_message(queue, message)
         return message.seq
+
+    async def publish_many(
+        self, queue: str, messages: Sequence[PublishItem], *, options: QueueOptions
+    ) -> int:
+        if not messages:
+            raise ValueError("publish_many() needs at least one message")
+        store = self.store
+        history = store.history(queue, options)
+        now = trio.current_time()
+        seq = history.seq
+        listeners = store.listeners.get(queue)
+        for body, kind, key in messages:  # no await in between: consecutive seqs
+            seq += 1
+            message = make_message(seq, body, kind, key=key, time=now)
+            store.append(history, message)
+            if listeners:
+                for node in listeners:
+                    node.on_message(queue, message)
+        return seq
 
     async def replay(
         self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions

@@ -41,7 +41,9 @@ Channels: ``P:q:<queue>`` carries a queue's messages (``b"m" + entry``) and retr
 their answers, and takeover notices.
 
 Publishing is one script: ``INCR`` the seq, append the entry and trim, ``PUBLISH`` it on
-the queue's channel; one round trip. A node ``SUBSCRIBE``\\s only to the queues it listens
+the queue's channel; one round trip. :meth:`RedisBroker.publish_many` is one call of a
+script that does the same for each of its messages (``INCRBY`` once: consecutive seqs).
+A node ``SUBSCRIBE``\\s only to the queues it listens
 to, and :meth:`RedisBroker.listen` returns once Redis confirmed the subscription, so a
 replay read after it misses nothing. Each node receives each message once and builds the
 :class:`~trio_ws._queue_model.Message` (the frame) once, whatever the number of its local
@@ -185,6 +187,7 @@ from ._base import (
     Claim,
     NodeInfo,
     Payload,
+    PublishItem,
     Replay,
     RoutedClose,
 )
@@ -278,9 +281,11 @@ def queue_keys(prefix: str, queue: str, *, cluster: bool) -> list[str]:
     return [f"{q}:seq", f"{q}:log", f"{prefix}:epoch"]
 
 
-def publish_script(*, cluster: bool) -> str:
-    """The source of the publish script (sharded pub/sub on a cluster)."""
-    return scripts.sharded(scripts.PUBLISH) if cluster else scripts.PUBLISH
+def publish_script(*, cluster: bool, many: bool = False) -> str:
+    """The source of the publish script, or with ``many`` of the one that publishes several
+    messages (sharded pub/sub on a cluster)."""
+    script = scripts.PUBLISH_MANY if many else scripts.PUBLISH
+    return scripts.sharded(script) if cluster else script
 
 
 def publish_args(
@@ -443,6 +448,7 @@ class RedisBroker(Broker):
             name: Script[bytes](script=source)
             for name, source in (
                 ("publish", publish_script(cluster=self._cluster)),
+                ("publish_many", publish_script(cluster=self._cluster, many=True)),
                 ("replay", scripts.REPLAY),
                 ("retract", scripts.sharded(scripts.RETRACT) if self._cluster else scripts.RETRACT),
                 ("claim", scripts.CLAIM),
@@ -1184,8 +1190,40 @@ class RedisBroker(Broker):
         seq = await self._call(operation)
         return int(self._in_time(seq))
 
+    async def publish_many(
+        self, queue: str, messages: Sequence[PublishItem], *, options: QueueOptions
+    ) -> int:
+        if not messages:
+            raise ValueError("publish_many() needs at least one message")
+        args: list[Any] = [
+            self._queue_channel(queue),
+            options.history,
+            math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
+            secrets.token_hex(6),  # the epoch, if the store has none yet
+            self._deadline(),
+        ]
+        for body, kind, key in messages:
+            args += (kind, key or "", "1" if key is not None else "0", body)
+        keys = self._queue_keys(queue)
+        publisher = self._publisher
+        operation: Callable[[_Client], Awaitable[Any]]
+        if publisher is not None and self._state is BrokerState.UP:
+            operation = functools.partial(
+                self._publish_on, publisher, keys, args, script="publish_many"
+            )
+        else:
+            operation = self._op("publish_many", keys, args)
+        seq = await self._call(operation)
+        return int(self._in_time(seq))
+
     async def _publish_on(
-        self, connection: Any, keys: list[str], args: list[Any], _client: _Client
+        self,
+        connection: Any,
+        keys: list[str],
+        args: list[Any],
+        _client: _Client,
+        *,
+        script: str = "publish",
     ) -> Any:
         """The publish script on the session's publishing connection (one server).
 
@@ -1194,14 +1232,14 @@ class RedisBroker(Broker):
         CPU per call, measured) and asks the connection directly; coredis still
         multiplexes concurrent publishes on it and pipelines what is written together.
         """
-        script = self._scripts["publish"]
+        code = self._scripts[script]
         try:
             return await connection.create_request(
-                b"EVALSHA", script.sha, len(keys), *keys, *args, decode=False
+                b"EVALSHA", code.sha, len(keys), *keys, *args, decode=False
             )
         except coredis.exceptions.NoScriptError:
             return await connection.create_request(
-                b"EVAL", script.script, len(keys), *keys, *args, decode=False
+                b"EVAL", code.script, len(keys), *keys, *args, decode=False
             )
 
     async def replay(
