@@ -20,6 +20,9 @@ A server of your own, already running: ``python benchmarks/fanout.py --url ws://
 the wsbench protocol: every message received on the publisher's path goes, unchanged and
 uncompressed, to every connection on the subscribers' path (``wsbench_server.py`` does).
 Without ``--server-pid`` (psutil) the paced run reports fan-out times but no server CPU.
+The client's subscribers count bytes and answer no ping: a server that pings connections
+that never send (trio_ws does after 20 s by default; ``wsbench_server.py`` does not) spoils
+runs longer than that.
 """
 
 from __future__ import annotations

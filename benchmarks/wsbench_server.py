@@ -40,6 +40,9 @@ def make_server(*, history: int = 0, broker: str = "memory") -> tuple[Server, Br
         max_connections_per_address=100_000,
         max_pending=100_000,
         max_pending_per_address=100_000,
+        # Subscribers in a benchmark never send, and fanout.py's only count bytes (they
+        # answer no ping): keepalive would close them all 40 s into a long paced run.
+        ping_interval=None,
     )
     hub = BroadcastHub(
         broker=broker_from_url(broker), max_subscriber_buffer=config.max_subscriber_buffer

@@ -21,17 +21,27 @@ URLs are refused: connect to the primary's ``redis://`` URL instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import anyio
 import coredis
 import coredis.exceptions
+from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
 
+from ._broadcast import MAX_PUBLISH_MANY
 from ._connection import dumps
 from ._queue_model import QueueOptions, check_queue_name, encode_body
 from .brokers._base import BrokerError, BrokerUnavailable
-from .brokers.redis import _parse_url, publish_args, publish_script, queue_channel, queue_keys
+from .brokers.redis import (
+    _parse_url,
+    publish_args,
+    publish_many_args,
+    publish_script,
+    queue_channel,
+    queue_keys,
+)
 
 __all__ = ["RedisPublisher"]
 
@@ -93,9 +103,8 @@ class RedisPublisher:
         self.operation_timeout = operation_timeout
         self._cluster = mode == "cluster"
         self._parts = parts
-        self._script = coredis.commands.script.Script[bytes](
-            script=publish_script(cluster=self._cluster)
-        )
+        self._script = Script[bytes](script=publish_script(cluster=self._cluster))
+        self._many_script = Script[bytes](script=publish_script(cluster=self._cluster, many=True))
         self._client: Any = None
         self._offset_ms: float | None = None
         self._offset_error_ms = 0.0
@@ -174,29 +183,86 @@ class RedisPublisher:
             TypeError: ``message`` is not a dict, str or bytes.
             RuntimeError: used outside ``async with``.
         """
+        self._check(queue)
+        body, kind = encode_body(message, dumps)
+        options = self._options(history, ttl)
+        return await self._run(
+            queue,
+            self._script,
+            lambda channel, deadline: publish_args(
+                channel, body, kind=kind, key=key, options=options, deadline=deadline
+            ),
+        )
+
+    async def publish_many(
+        self,
+        queue: str,
+        messages: Sequence[dict[str, Any] | str | bytes],
+        *,
+        keys: Sequence[str | None] | None = None,
+        history: int | None = None,
+        ttl: float | None = None,
+    ) -> list[int]:
+        """Publish several messages to ``queue`` in order, in one round trip; return their
+        seqs.
+
+        As :meth:`trio_ws.BroadcastQueue.publish_many`: the seqs are consecutive (no other
+        publisher's message comes between them), and either all are published or none.
+        ``keys`` has one key (or None) per message; ``history`` and ``ttl`` as in
+        :meth:`publish`.
+
+        Raises:
+            ValueError: no messages, more than 1,000, or ``keys`` of another length.
+            BrokerUnavailable, BrokerError, trio_ws.QueueError, TypeError, RuntimeError:
+                as :meth:`publish`; none was published.
+        """
+        self._check(queue)
+        count = len(messages)
+        if not 0 < count <= MAX_PUBLISH_MANY:
+            raise ValueError(f"publish_many() takes 1 to {MAX_PUBLISH_MANY} messages, not {count}")
+        if keys is not None and len(keys) != count:
+            raise ValueError(f"{len(keys)} keys for {count} messages")
+        items = [
+            (*encode_body(message, dumps), None if keys is None else keys[i])
+            for i, message in enumerate(messages)
+        ]
+        options = self._options(history, ttl)
+        last = await self._run(
+            queue,
+            self._many_script,
+            lambda channel, deadline: publish_many_args(
+                channel, items, options=options, deadline=deadline
+            ),
+        )
+        return list(range(last - count + 1, last + 1))
+
+    def _check(self, queue: str) -> None:
         if self._client is None:
             raise RuntimeError("use the publisher in 'async with RedisPublisher(...)'")
         check_queue_name(queue)
-        body, kind = encode_body(message, dumps)
+
+    def _options(self, history: int | None, ttl: float | None) -> QueueOptions:
         options = self.options
         if history is not None or ttl is not None:
             options = QueueOptions(
                 history=options.history if history is None else history,
                 ttl=options.ttl if ttl is None else ttl,
             )
+        return options
+
+    async def _run(
+        self,
+        queue: str,
+        script: Script[bytes],
+        make_args: Callable[[str, int], list[str | int | bytes]],
+    ) -> int:
+        """Run a publish script on ``queue``'s keys within ``operation_timeout``; its seq."""
         try:
             with anyio.fail_after(self.operation_timeout):
                 deadline = await self._deadline()
-                args = publish_args(
-                    queue_channel(self.prefix, queue, cluster=self._cluster),
-                    body,
-                    kind=kind,
-                    key=key,
-                    options=options,
-                    deadline=deadline,
-                )
+                args = make_args(queue_channel(self.prefix, queue, cluster=self._cluster), deadline)
                 keys = queue_keys(self.prefix, queue, cluster=self._cluster)
-                seq = await self._evalsha(keys, args)
+                seq = await self._evalsha(script, keys, args)
         except _CONNECTION_ERRORS as exc:
             self._offset_ms = None  # maybe another server now: learn its clock again
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
@@ -206,12 +272,14 @@ class RedisPublisher:
             raise BrokerUnavailable(f"publishing to {queue!r} took too long; not published")
         return int(seq)
 
-    async def _evalsha(self, keys: list[str], args: list[str | int | bytes]) -> Any:
+    async def _evalsha(
+        self, script: Script[bytes], keys: list[str], args: list[str | int | bytes]
+    ) -> Any:
         client = self._client
         try:
-            return await client.evalsha(self._script.sha, keys=keys, args=args)
+            return await client.evalsha(script.sha, keys=keys, args=args)
         except coredis.exceptions.NoScriptError:
-            return await client.eval(self._script.script, keys=keys, args=args)
+            return await client.eval(script.script, keys=keys, args=args)
 
     async def _deadline(self) -> int:
         """Redis's time (ms) after which this publish must not run (see the broker's

@@ -80,14 +80,23 @@ async def publish_and_read_back(url: str) -> None:
         await everyone_gets("backend", "2", 2)
         await bob.send({"type": "grouped", "action": "publish", "group": "news", "text": "3"})
         await everyone_gets("bob", "3", 3)
+        # Several in one call: the next seqs, in order, live on both nodes.
+        batch = [{**message, "text": text} for text in ("4", "5", "6")]
+        assert await publisher.publish_many("news", batch) == [4, 5, 6]
+        for text, seq in (("4", 4), ("5", 5), ("6", 6)):
+            message["text"] = text
+            await everyone_gets("backend", text, seq)
         # Kept in the history, in the same epoch: a resume replays it, with no gap.
         async with logged_in(two, "carol") as carol:
             again = await subscribe(carol, "news", since=1, epoch=first["epoch"])
-            assert (again["seq"], again["epoch"]) == (3, first["epoch"])
-            replayed = [await receive_json(carol) for _ in range(2)]
+            assert (again["seq"], again["epoch"]) == (6, first["epoch"])
+            replayed = [await receive_json(carol) for _ in range(5)]
             assert [(m["type"], m["seq"], m["text"]) for m in replayed] == [
                 ("grouped", 2, "2"),
                 ("grouped", 3, "3"),
+                ("grouped", 4, "4"),
+                ("grouped", 5, "5"),
+                ("grouped", 6, "6"),
             ]
 
 
@@ -126,8 +135,40 @@ async def test_publisher_text_bytes_history_and_bad_input(redis_server: RedisSer
             await publisher.publish("no spaces", "x")
         with pytest.raises(TypeError):
             await publisher.publish("q", 42)  # type: ignore[arg-type]
+        # publish_many: keys per message, the history bound, and refusals before Redis.
+        assert await publisher.publish_many("q", ["a", b"b", {"c": 1}], keys=["k", None, "k"]) == [
+            4,
+            5,
+            6,
+        ]
+        broker = RedisBroker(redis_server.url, prefix=prefix)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(broker.run)
+            replay = await broker.replay(
+                "q", 3, epoch=None, options=trio_ws.QueueOptions(history=2)
+            )
+            assert await broker.retract("q", "k") == 1  # the one of "k" still kept
+            nursery.cancel_scope.cancel()
+        assert replay.seq == 6
+        assert replay.gap is not None
+        assert (replay.gap.first, replay.gap.last) == (4, 4)
+        assert [(m.seq, m.key, bytes(m.payload)) for m in replay.messages] == [
+            (5, None, b"b"),
+            (6, "k", b'{"c":1,"seq":6}'),
+        ]
+        with pytest.raises(ValueError, match="1 to 1000 messages, not 0"):
+            await publisher.publish_many("q", [])
+        with pytest.raises(ValueError, match="1 keys for 2 messages"):
+            await publisher.publish_many("q", ["x", "y"], keys=["k"])
+        with pytest.raises(trio_ws.QueueError):
+            await publisher.publish_many("no spaces", ["x"])
+        with pytest.raises(TypeError):
+            await publisher.publish_many("q", ["x", 42])  # type: ignore[list-item]
+        assert await publisher.publish("q", "after") == 7  # nothing of the refused went out
     with pytest.raises(RuntimeError, match="async with"):
         await publisher.publish("q", "closed")
+    with pytest.raises(RuntimeError, match="async with"):
+        await publisher.publish_many("q", ["closed"])
 
 
 async def test_a_publish_that_times_out_is_never_carried_out(fresh_redis: RedisServer) -> None:

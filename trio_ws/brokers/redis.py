@@ -311,6 +311,22 @@ def publish_args(
     ]
 
 
+def publish_many_args(
+    channel: str, messages: Sequence[PublishItem], *, options: QueueOptions, deadline: int
+) -> list[str | int | bytes]:
+    """The ARGV of the script that publishes several messages (``(body, kind, key)``)."""
+    args: list[str | int | bytes] = [
+        channel,
+        options.history,
+        math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
+        secrets.token_hex(6),  # the epoch, if the store has none yet
+        deadline,
+    ]
+    for body, kind, key in messages:
+        args += (kind, key or "", "1" if key is not None else "0", body)
+    return args
+
+
 async def _unsubscribe(pubsub: Any, channels: list[str], _client: object) -> None:
     await pubsub.unsubscribe(*channels)
 
@@ -1195,21 +1211,15 @@ class RedisBroker(Broker):
     ) -> int:
         if not messages:
             raise ValueError("publish_many() needs at least one message")
-        args: list[Any] = [
-            self._queue_channel(queue),
-            options.history,
-            math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
-            secrets.token_hex(6),  # the epoch, if the store has none yet
-            self._deadline(),
-        ]
-        for body, kind, key in messages:
-            args += (kind, key or "", "1" if key is not None else "0", body)
+        args = publish_many_args(
+            self._queue_channel(queue), messages, options=options, deadline=self._deadline()
+        )
         keys = self._queue_keys(queue)
         publisher = self._publisher
         operation: Callable[[_Client], Awaitable[Any]]
         if publisher is not None and self._state is BrokerState.UP:
             operation = functools.partial(
-                self._publish_on, publisher, keys, args, script="publish_many"
+                self._publish_on, publisher, keys, list(args), script="publish_many"
             )
         else:
             operation = self._op("publish_many", keys, args)
