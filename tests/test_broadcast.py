@@ -590,9 +590,13 @@ class _SteppingBroker(MemoryBroker):
 
 
 @pytest.mark.parametrize("gather", [True, False])
-async def test_messages_that_arrive_one_per_step_are_written_together(gather: bool) -> None:
+async def test_messages_that_arrive_one_per_step_are_written_together(
+    gather: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from trio_ws._delivery import GATHER_STEPS
     from trio_ws._transport import SocketTransport
+
+    monkeypatch.setattr("trio_ws._delivery.GATHER_SECONDS", 60.0)  # count passes only
 
     class CountingTransport(SocketTransport):
         writes = 0
@@ -633,6 +637,19 @@ async def test_messages_that_arrive_one_per_step_are_written_together(gather: bo
             client.receive_data(theirs.recv(1 << 20))
             assert [e.data for e in client.events_received()] == ["lone"]  # type: ignore[attr-defined]
             assert CountingTransport.writes == burst + 1
+            if gather:
+                # Gathering is bounded in time too: with no time for it, a message waits
+                # one pass at most, and the burst goes out about a message per write.
+                monkeypatch.setattr("trio_ws._delivery.GATHER_SECONDS", 0.0)
+                before = CountingTransport.writes
+                await queue.publish_many([f"n{i}" for i in range(50)])
+                got = []
+                while len(got) < 50:
+                    await trio.lowlevel.wait_readable(theirs)
+                    client.receive_data(theirs.recv(1 << 20))
+                    got += [e.data for e in client.events_received()]  # type: ignore[attr-defined]
+                assert got == [f"n{i}" for i in range(50)]
+                assert CountingTransport.writes - before >= 20
             nursery.cancel_scope.cancel()
 
 

@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from trio_ws._queue_model import (
     DROPPED,
+    MAX_PUBLISH_MANY,
     OFFERED,
     OVERFLOW,
     Gap,
@@ -25,6 +26,7 @@ from trio_ws._queue_model import (
     RateLimiter,
     SubscriberBuffer,
     check_queue_name,
+    encode_batch,
     encode_body,
     make_message,
 )
@@ -209,6 +211,32 @@ def test_rate_limiter_token_bucket() -> None:
         RateLimiter(0, 1.0)
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(1, 0.0)
+
+
+def test_encode_batch_checks_the_batch_then_encodes_each_message() -> None:
+    from trio_ws._connection import dumps
+
+    assert encode_batch(["t", b"b", {"x": 1, "seq": 9}], None, dumps) == [
+        (b"t", PayloadKind.TEXT, None),
+        (b"b", PayloadKind.BINARY, None),
+        (b'{"x":1}', PayloadKind.JSON, None),
+    ]
+    assert encode_batch(["a", "b"], ["k", None], dumps) == [
+        (b"a", PayloadKind.TEXT, "k"),
+        (b"b", PayloadKind.TEXT, None),
+    ]
+    assert encode_batch(["one"], None, dumps) == [(b"one", PayloadKind.TEXT, None)]
+    assert len(encode_batch(["x"] * MAX_PUBLISH_MANY, None, dumps)) == MAX_PUBLISH_MANY == 1000
+    with pytest.raises(ValueError, match=r"^publish_many\(\) takes 1 to 1000 messages, not 0$"):
+        encode_batch([], None, dumps)
+    with pytest.raises(ValueError, match=r"^publish_many\(\) takes 1 to 1000 messages, not 1001$"):
+        encode_batch(["x"] * 1001, None, dumps)
+    with pytest.raises(ValueError, match=r"^1 keys for 2 messages$"):
+        encode_batch(["x", "y"], ["k"], dumps)
+    with pytest.raises(ValueError, match=r"^3 keys for 2 messages$"):
+        encode_batch(["x", "y"], ["k", "l", "m"], dumps)
+    with pytest.raises(TypeError, match="cannot publish int"):
+        encode_batch(["x", 3], None, dumps)  # type: ignore[list-item]
 
 
 def test_rate_limiter_takes_several_tokens_all_or_none() -> None:

@@ -48,6 +48,7 @@ from ._queue_model import (
     QueueError,
     QueueOptions,
     check_queue_name,
+    encode_batch,
     encode_body,
 )
 from ._subscriber import CLOSED, ChannelSubscriber, Subscriber, SubscriberState
@@ -75,9 +76,6 @@ DYNAMIC_QUEUE_DEFAULTS = QueueOptions(max_history_bytes=256 << 10)
 # on_message flushes by itself when a queue has this many messages waiting for the
 # flusher, so a publisher that never reaches a checkpoint cannot grow the list unbounded.
 _MAX_UNFLUSHED = 1024
-# The most messages one publish_many() takes: one Redis script call, which holds Redis
-# (every other client waits) while it runs.
-MAX_PUBLISH_MANY = 1000
 
 
 @attrs.frozen
@@ -210,15 +208,8 @@ class BroadcastQueue:
             BrokerUnavailable: the broker cannot be reached; none was published.
             TypeError: a message is not a dict, str or bytes.
         """
-        count = len(messages)
-        if not 0 < count <= MAX_PUBLISH_MANY:
-            raise ValueError(f"publish_many() takes 1 to {MAX_PUBLISH_MANY} messages, not {count}")
-        if keys is not None and len(keys) != count:
-            raise ValueError(f"{len(keys)} keys for {count} messages")
-        items = [
-            (*encode_body(message, dumps), None if keys is None else keys[i])
-            for i, message in enumerate(messages)
-        ]
+        items = encode_batch(messages, keys, dumps)
+        count = len(items)
         rate = self._rate
         if rate is not None and not rate.allow(trio.current_time(), count):
             raise QueueError(

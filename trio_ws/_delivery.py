@@ -70,6 +70,9 @@ _ROUND_BYTES = 256 << 10
 # a burst of messages that arrive one per pass is written in 1/GATHER_STEPS the writes,
 # and none waits more than this many passes.
 GATHER_STEPS = 32
+# ... and for at most this long: a busy node's passes are long (500 echo connections:
+# several ms each), and a message should not wait many of them.
+GATHER_SECONDS = 0.002
 
 
 class LostMessages(Message):
@@ -155,11 +158,15 @@ class DeliveryEngine:
         It stops after two passes that brought nothing: trio runs the tasks of a pass in
         any order, so in one pass the flusher may look before the broker's task delivers;
         in the next it has always delivered (if it still has messages). A lone message
-        waits two passes."""
+        waits two passes, and no message more than :data:`GATHER_SECONDS` (on a busy node
+        a pass is long)."""
         pending = self._pending()
         quiet = 0
+        deadline = trio.current_time() + GATHER_SECONDS
         for _ in range(GATHER_STEPS):
             await trio.lowlevel.checkpoint()
+            if trio.current_time() >= deadline:
+                return
             now = self._pending()
             if now == pending:
                 quiet += 1

@@ -37,7 +37,7 @@ first: the proportion of two saturated queues is the proportion of their quotas.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import attrs
@@ -48,6 +48,7 @@ from .protocol._errors import WebSocketError
 from .protocol._frames import encode_frame
 
 __all__ = [
+    "MAX_PUBLISH_MANY",
     "MAX_QUEUE_NAME_LENGTH",
     "Gap",
     "History",
@@ -60,6 +61,7 @@ __all__ = [
     "RateLimiter",
     "SubscriberBuffer",
     "check_queue_name",
+    "encode_batch",
     "make_message",
 ]
 
@@ -205,6 +207,34 @@ def encode_body(
     if isinstance(message, bytes | bytearray | memoryview):
         return bytes(message), PayloadKind.BINARY
     raise TypeError(f"cannot publish {type(message).__name__}; use dict, str or bytes")
+
+
+MAX_PUBLISH_MANY = 1000
+"""The most messages one ``publish_many()`` takes: one Redis script call, which holds
+Redis (every other client waits) while it runs."""
+
+
+def encode_batch(
+    messages: Sequence[dict[str, Any] | str | bytes],
+    keys: Sequence[str | None] | None,
+    dumps: Any,
+) -> list[tuple[bytes, int, str | None]]:
+    """The ``(body, kind, key)`` of each message of a ``publish_many()`` call.
+
+    Raises:
+        ValueError: no messages, more than :data:`MAX_PUBLISH_MANY`, or ``keys`` (one per
+            message) of another length.
+        TypeError: a message is not a dict, str or bytes.
+    """
+    count = len(messages)
+    if not 0 < count <= MAX_PUBLISH_MANY:
+        raise ValueError(f"publish_many() takes 1 to {MAX_PUBLISH_MANY} messages, not {count}")
+    if keys is not None and len(keys) != count:
+        raise ValueError(f"{len(keys)} keys for {count} messages")
+    return [
+        (*encode_body(message, dumps), None if keys is None else keys[i])
+        for i, message in enumerate(messages)
+    ]
 
 
 def make_message(

@@ -30,9 +30,8 @@ import coredis.exceptions
 from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
 
-from ._broadcast import MAX_PUBLISH_MANY
 from ._connection import dumps
-from ._queue_model import QueueOptions, check_queue_name, encode_body
+from ._queue_model import QueueOptions, check_queue_name, encode_batch, encode_body
 from .brokers._base import BrokerError, BrokerUnavailable
 from .brokers.redis import (
     _parse_url,
@@ -217,15 +216,8 @@ class RedisPublisher:
                 as :meth:`publish`; none was published.
         """
         self._check(queue)
-        count = len(messages)
-        if not 0 < count <= MAX_PUBLISH_MANY:
-            raise ValueError(f"publish_many() takes 1 to {MAX_PUBLISH_MANY} messages, not {count}")
-        if keys is not None and len(keys) != count:
-            raise ValueError(f"{len(keys)} keys for {count} messages")
-        items = [
-            (*encode_body(message, dumps), None if keys is None else keys[i])
-            for i, message in enumerate(messages)
-        ]
+        items = encode_batch(messages, keys, dumps)
+        count = len(items)
         options = self._options(history, ttl)
         last = await self._run(
             queue,
