@@ -639,7 +639,8 @@ async def test_messages_that_arrive_one_per_step_are_written_together(
             assert CountingTransport.writes == burst + 1
             if gather:
                 # Gathering is bounded in time too: with no time for it, a message waits
-                # one pass at most, and the burst goes out about a message per write.
+                # one pass at most, and the burst goes out a few messages per write (as
+                # many as the broker's task delivered before the flusher's turn).
                 monkeypatch.setattr("trio_ws._delivery.GATHER_SECONDS", 0.0)
                 before = CountingTransport.writes
                 await queue.publish_many([f"n{i}" for i in range(50)])
@@ -649,7 +650,7 @@ async def test_messages_that_arrive_one_per_step_are_written_together(
                     client.receive_data(theirs.recv(1 << 20))
                     got += [e.data for e in client.events_received()]  # type: ignore[attr-defined]
                 assert got == [f"n{i}" for i in range(50)]
-                assert CountingTransport.writes - before >= 20
+                assert CountingTransport.writes - before >= 10  # gathering 32 passes: 2
             nursery.cancel_scope.cancel()
 
 
