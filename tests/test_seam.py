@@ -673,9 +673,11 @@ async def test_subscribers_are_told_when_the_history_starts_again() -> None:
         async with running(app) as address, logged_in(address, "watcher") as ws:
             await ws.send({"type": "grouped", "action": "subscribe", "group": "g"})
             first = await receive_json(ws)
-            for i in range(3):
-                await app.publish("g", {"type": "grouped", "text": str(i)})
-            assert [(await receive_json(ws))["seq"] for _ in range(3)] == [1, 2, 3]
+            assert await app.publish("g", {"type": "grouped", "text": "0"}) == 1
+            batch = [{"type": "grouped", "text": str(i)} for i in (1, 2)]
+            assert await app.publish_many("g", batch) == [2, 3]
+            got = [await receive_json(ws) for _ in range(3)]
+            assert [(m["seq"], m["text"]) for m in got] == [(1, "0"), (2, "1"), (3, "2")]
             # The shared store lost everything (a Redis restart): a new epoch, from 1.
             broker.store.histories.clear()
             broker.store.epoch = "restarted"

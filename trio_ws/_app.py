@@ -319,6 +319,17 @@ class App:
         """
         return await self.hub.publish(queue, message, key=key)
 
+    async def publish_many(
+        self,
+        queue: str | BroadcastQueue,
+        messages: Sequence[dict[str, Any] | str | bytes],
+        *,
+        keys: Sequence[str | None] | None = None,
+    ) -> list[int]:
+        """Publish several messages in order, in one broker round trip; return their
+        consecutive seqs (see :meth:`BroadcastQueue.publish_many`)."""
+        return await self.hub.publish_many(queue, messages, keys=keys)
+
     async def members(self, queue: str | BroadcastQueue) -> list[str]:
         """The sorted names subscribed to ``queue`` on any node (presence)."""
         return await self.hub.members(queue)
