@@ -182,6 +182,66 @@ async def test_a_queue_publish_rate_is_a_429() -> None:
             assert (answer.status, answer.error()) == (429, "rate_limited")
 
 
+async def test_publish_many_publishes_in_order_with_consecutive_seqs() -> None:
+    app = api_app()
+    with trio.fail_after(TIME_LIMIT):
+        async with running(app) as address, logged_in(address, "ann") as ann:
+            await ann.send({"type": "grouped", "action": "subscribe", "group": "g1"})
+            assert (await receive_json(ann))["type"] == "subscribed"
+            body = {
+                "queue": "g1",
+                "messages": [{"data": {"n": 1}, "key": "k"}, {"data": "text"}, {"data": {"n": 3}}],
+            }
+            answer = await call(address, "POST", "/api/publish_many", body)
+            assert (answer.status, answer.json()) == (200, {"seqs": [1, 2, 3]})
+            assert json.loads(await ann.receive()) == {"n": 1, "seq": 1}
+            assert await ann.receive() == "text"
+            assert json.loads(await ann.receive()) == {"n": 3, "seq": 3}
+            assert await app.broker.retract("g1", "k") == 1  # keys per message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"queue": "g1"}, "'messages' must be a list of 1 to 1000 messages"),
+        ({"queue": "g1", "messages": []}, "'messages' must be a list of 1 to 1000 messages"),
+        ({"queue": "g1", "messages": {"data": "x"}}, "'messages' must be a list of 1 to 1000"),
+        (
+            {"queue": "g1", "messages": [{"data": "x"}] * 1001},
+            "'messages' must be a list of 1 to 1000 messages",
+        ),
+        ({"queue": "g1", "messages": [{"data": "x"}, "y"]}, "messages[1] must be an object"),
+        ({"queue": "g1", "messages": [{"data": 3}]}, "messages[0]: 'data' must be a JSON object"),
+        ({"queue": "g1", "messages": [{"key": "k"}]}, "messages[0]: 'data' is required"),
+        ({"queue": "g1", "messages": [{"data": "x", "key": ""}]}, "messages[0]: 'key' must be"),
+        ({"messages": [{"data": "x"}]}, "'queue' must be a non-empty string"),
+    ],
+)
+async def test_publish_many_refuses_bad_fields_and_publishes_nothing(
+    body: dict[str, Any], message: str
+) -> None:
+    app = api_app()
+    with trio.fail_after(TIME_LIMIT):
+        async with running(app) as address:
+            answer = await call(address, "POST", "/api/publish_many", body)
+            assert (answer.status, answer.error()) == (400, "bad_request")
+            assert answer.json()["message"].startswith(message)
+            await nothing_was_published(address, "g1")
+
+
+async def test_publish_many_counts_each_message_against_the_queue_rate() -> None:
+    app = api_app()
+    app.queue("slow", max_publish_rate=(2, 3600))
+    with trio.fail_after(TIME_LIMIT):
+        async with running(app) as address:
+            three = {"queue": "slow", "messages": [{"data": "t"}] * 3}
+            answer = await call(address, "POST", "/api/publish_many", three)
+            assert (answer.status, answer.error()) == (429, "rate_limited")
+            two = {"queue": "slow", "messages": [{"data": "t"}] * 2}
+            answer = await call(address, "POST", "/api/publish_many", two)
+            assert answer.json() == {"seqs": [1, 2]}  # the refused three took no token
+
+
 # ---------------------------------------------------------------------------------------
 # Send, disconnect, members, info
 
@@ -373,7 +433,15 @@ async def test_the_openapi_document_is_served_without_a_key() -> None:
             assert document["openapi"].startswith("3.")
             assert set(document["paths"]) == {
                 f"/api/{name}"
-                for name in ("publish", "send", "disconnect", "members", "info", "openapi.json")
+                for name in (
+                    "publish",
+                    "publish_many",
+                    "send",
+                    "disconnect",
+                    "members",
+                    "info",
+                    "openapi.json",
+                )
             }
 
 

@@ -12,8 +12,9 @@ the endpoint (404), the method (405), the key (401), the rate (429), the media t
 the framing (411: ``Content-Length`` only, no chunked bodies) and the size (413). Only then
 is the body read, exactly ``Content-Length`` bytes within the server's body timeout (408),
 parsed (400) and acted on through the app's own verbs, which reach every node through the
-broker: :meth:`App.publish`, :meth:`ClientRegistry.send`, :meth:`ClientRegistry.disconnect`,
-:meth:`App.members`. A broker that cannot be reached is a 503 with ``Retry-After``.
+broker: :meth:`App.publish`, :meth:`App.publish_many`, :meth:`ClientRegistry.send`,
+:meth:`ClientRegistry.disconnect`, :meth:`App.members`. A broker that cannot be reached is
+a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._clients import RecipientBusy, UnknownClient
 from ._http import BodyReader, HttpResponse
 from ._limits import RateLimiter
 from ._metrics import queue_stats
-from ._queue_model import QueueError, check_queue_name
+from ._queue_model import MAX_PUBLISH_MANY, QueueError, check_queue_name
 from .brokers import BrokerUnavailable
 from .protocol._handshake import Request
 
@@ -143,6 +144,7 @@ class ServerApi:
         # Each endpoint: its method, the query parameters it takes, its function.
         self._endpoints: dict[str, tuple[str, frozenset[str], Endpoint]] = {
             "publish": ("POST", frozenset(), self._publish),
+            "publish_many": ("POST", frozenset(), self._publish_many),
             "send": ("POST", frozenset(), self._send),
             "disconnect": ("POST", frozenset(), self._disconnect),
             "members": ("GET", frozenset({"queue"}), self._members),
@@ -252,6 +254,29 @@ class ServerApi:
             status = 429 if exc.code == "rate_limited" else 400
             raise ApiProblem(status, exc.code, exc.message) from None
         return {"seq": seq}
+
+    async def _publish_many(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        queue = _string(body, "queue")
+        assert queue is not None
+        items = body.get("messages")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_PUBLISH_MANY:
+            raise _bad(f"'messages' must be a list of 1 to {MAX_PUBLISH_MANY} messages")
+        messages: list[dict[str, Any] | str] = []
+        keys: list[str | None] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise _bad(f"messages[{i}] must be an object with 'data'")
+            try:
+                messages.append(_message(item))
+                keys.append(_string(item, "key", required=False))
+            except ApiProblem as problem:
+                raise _bad(f"messages[{i}]: {problem.message}") from None
+        try:
+            seqs = await self.app.publish_many(queue, messages, keys=keys)
+        except QueueError as exc:
+            status = 429 if exc.code == "rate_limited" else 400
+            raise ApiProblem(status, exc.code, exc.message) from None
+        return {"seqs": seqs}
 
     async def _send(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
         name = _string(body, "to")

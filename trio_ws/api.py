@@ -80,6 +80,31 @@ class Client:
             body["key"] = key
         return int(self._call("POST", "publish", body)["seq"])
 
+    def publish_many(
+        self,
+        queue: str,
+        messages: list[dict[str, Any] | str],
+        *,
+        keys: list[str | None] | None = None,
+    ) -> list[int]:
+        """Publish several messages to ``queue`` in order, in one request and one broker
+        round trip; return their seqs (consecutive). All or none are published.
+
+        Raises:
+            ApiError: as :meth:`publish`; ``bad_request`` (400) for no messages, more
+                than 1,000, or ``keys`` of another length.
+        """
+        if keys is not None and len(keys) != len(messages):
+            raise ValueError(f"{len(keys)} keys for {len(messages)} messages")
+        items: list[dict[str, Any]] = []
+        for i, data in enumerate(messages):
+            item: dict[str, Any] = {"data": data}
+            if keys is not None and keys[i] is not None:
+                item["key"] = keys[i]
+            items.append(item)
+        result = self._call("POST", "publish_many", {"queue": queue, "messages": items})
+        return [int(seq) for seq in result["seqs"]]
+
     def send(self, name: str, data: dict[str, Any] | str) -> None:
         """Send ``data`` to the client logged in as ``name``, on whichever node holds it.
 

@@ -99,6 +99,10 @@ def test_the_client_publishes_sends_and_reads(server: int) -> None:
         assert second == first + 1
         assert json.loads(gina.recv(timeout=5)) == {"type": "note", "text": "one", "seq": first}
         assert gina.recv(timeout=5) == "two"
+        seqs = api.publish_many("client-news", [{"n": 3}, "four"], keys=["k", None])
+        assert seqs == [second + 1, second + 2]
+        assert json.loads(gina.recv(timeout=5)) == {"n": 3, "seq": second + 1}
+        assert gina.recv(timeout=5) == "four"
         api.send("GINA", {"type": "note", "text": "direct"})
         assert json.loads(gina.recv(timeout=5)) == {"type": "note", "text": "direct"}
         assert api.members("client-news") == ["gina"]
@@ -126,6 +130,7 @@ def test_the_client_disconnects_with_a_close_code(server: int) -> None:
         (lambda api: api.disconnect("x", code=1006), 400, "bad_request"),
         (lambda api: api.publish("", "x"), 400, "bad_request"),
         (lambda api: api.publish("g", "x" * 70_000), 413, "body_too_large"),
+        (lambda api: api.publish_many("g", []), 400, "bad_request"),
     ],
 )
 def test_errors_raise_api_error_with_status_and_code(
