@@ -89,6 +89,11 @@ def _bad(message: str) -> ApiProblem:
     return ApiProblem(400, "bad_request", message)
 
 
+def _queue_problem(exc: QueueError) -> ApiProblem:
+    """A queue's refusal of a publish: 429 for its rate, 400 for the rest (its name)."""
+    return ApiProblem(429 if exc.code == "rate_limited" else 400, exc.code, exc.message)
+
+
 def _string(body: dict[str, Any], field: str, *, required: bool = True) -> str | None:
     if field not in body and not required:
         return None
@@ -251,8 +256,7 @@ class ServerApi:
         try:
             seq = await self.app.publish(queue, message, key=key)
         except QueueError as exc:
-            status = 429 if exc.code == "rate_limited" else 400
-            raise ApiProblem(status, exc.code, exc.message) from None
+            raise _queue_problem(exc) from None
         return {"seq": seq}
 
     async def _publish_many(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -274,8 +278,7 @@ class ServerApi:
         try:
             seqs = await self.app.publish_many(queue, messages, keys=keys)
         except QueueError as exc:
-            status = 429 if exc.code == "rate_limited" else 400
-            raise ApiProblem(status, exc.code, exc.message) from None
+            raise _queue_problem(exc) from None
         return {"seqs": seqs}
 
     async def _send(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:

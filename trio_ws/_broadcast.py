@@ -170,12 +170,7 @@ class BroadcastQueue:
             BrokerUnavailable: the broker cannot be reached; nothing was published.
             TypeError: ``message`` is not a dict, str or bytes.
         """
-        rate = self._rate
-        if rate is not None and not rate.allow(trio.current_time()):
-            raise QueueError(
-                "rate_limited",
-                f"group {self.name} takes at most {rate.count} messages per {rate.period:g} s",
-            )
+        self._take_rate(1)
         body, kind = encode_body(message, dumps)
         seq = await self.hub.broker.publish(
             self.name, body, kind=kind, key=key, options=self.options
@@ -210,17 +205,21 @@ class BroadcastQueue:
         """
         items = encode_batch(messages, keys, dumps)
         count = len(items)
+        self._take_rate(count)
+        last = await self.hub.broker.publish_many(self.name, items, options=self.options)
+        self.published += count
+        if last > self.seq:
+            self.seq = last
+        return list(range(last - count + 1, last + 1))
+
+    def _take_rate(self, count: int) -> None:
+        """Count ``count`` messages against ``max_publish_rate`` (all or none)."""
         rate = self._rate
         if rate is not None and not rate.allow(trio.current_time(), count):
             raise QueueError(
                 "rate_limited",
                 f"group {self.name} takes at most {rate.count} messages per {rate.period:g} s",
             )
-        last = await self.hub.broker.publish_many(self.name, items, options=self.options)
-        self.published += count
-        if last > self.seq:
-            self.seq = last
-        return list(range(last - count + 1, last + 1))
 
     async def retract(self, key: str) -> int:
         """Withdraw the kept messages published with ``key`` (Push Framework's killKey).

@@ -21,7 +21,7 @@ URLs are refused: connect to the primary's ``redis://`` URL instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Self
 
 import anyio
@@ -32,11 +32,10 @@ from coredis.retry import NoRetryPolicy
 
 from ._connection import dumps
 from ._queue_model import QueueOptions, check_queue_name, encode_batch, encode_body
-from .brokers._base import BrokerError, BrokerUnavailable
+from .brokers._base import BrokerError, BrokerUnavailable, PublishItem
 from .brokers.redis import (
     _parse_url,
     publish_args,
-    publish_many_args,
     publish_script,
     queue_channel,
     queue_keys,
@@ -103,7 +102,6 @@ class RedisPublisher:
         self._cluster = mode == "cluster"
         self._parts = parts
         self._script = Script[bytes](script=publish_script(cluster=self._cluster))
-        self._many_script = Script[bytes](script=publish_script(cluster=self._cluster, many=True))
         self._client: Any = None
         self._offset_ms: float | None = None
         self._offset_error_ms = 0.0
@@ -185,13 +183,7 @@ class RedisPublisher:
         self._check(queue)
         body, kind = encode_body(message, dumps)
         options = self._options(history, ttl)
-        return await self._run(
-            queue,
-            self._script,
-            lambda channel, deadline: publish_args(
-                channel, body, kind=kind, key=key, options=options, deadline=deadline
-            ),
-        )
+        return await self._run(queue, [(body, kind, key)], options)
 
     async def publish_many(
         self,
@@ -219,13 +211,7 @@ class RedisPublisher:
         items = encode_batch(messages, keys, dumps)
         count = len(items)
         options = self._options(history, ttl)
-        last = await self._run(
-            queue,
-            self._many_script,
-            lambda channel, deadline: publish_many_args(
-                channel, items, options=options, deadline=deadline
-            ),
-        )
+        last = await self._run(queue, items, options)
         return list(range(last - count + 1, last + 1))
 
     def _check(self, queue: str) -> None:
@@ -242,19 +228,19 @@ class RedisPublisher:
             )
         return options
 
-    async def _run(
-        self,
-        queue: str,
-        script: Script[bytes],
-        make_args: Callable[[str, int], list[str | int | bytes]],
-    ) -> int:
-        """Run a publish script on ``queue``'s keys within ``operation_timeout``; its seq."""
+    async def _run(self, queue: str, items: Sequence[PublishItem], options: QueueOptions) -> int:
+        """Run the publish script for ``items`` within ``operation_timeout``; the last seq."""
         try:
             with anyio.fail_after(self.operation_timeout):
                 deadline = await self._deadline()
-                args = make_args(queue_channel(self.prefix, queue, cluster=self._cluster), deadline)
+                args = publish_args(
+                    queue_channel(self.prefix, queue, cluster=self._cluster),
+                    items,
+                    options=options,
+                    deadline=deadline,
+                )
                 keys = queue_keys(self.prefix, queue, cluster=self._cluster)
-                seq = await self._evalsha(script, keys, args)
+                seq = await self._evalsha(keys, args)
         except _CONNECTION_ERRORS as exc:
             self._offset_ms = None  # maybe another server now: learn its clock again
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
@@ -264,14 +250,12 @@ class RedisPublisher:
             raise BrokerUnavailable(f"publishing to {queue!r} took too long; not published")
         return int(seq)
 
-    async def _evalsha(
-        self, script: Script[bytes], keys: list[str], args: list[str | int | bytes]
-    ) -> Any:
+    async def _evalsha(self, keys: list[str], args: list[str | int | bytes]) -> Any:
         client = self._client
         try:
-            return await client.evalsha(script.sha, keys=keys, args=args)
+            return await client.evalsha(self._script.sha, keys=keys, args=args)
         except coredis.exceptions.NoScriptError:
-            return await client.eval(script.script, keys=keys, args=args)
+            return await client.eval(self._script.script, keys=keys, args=args)
 
     async def _deadline(self) -> int:
         """Redis's time (ms) after which this publish must not run (see the broker's

@@ -35,7 +35,6 @@ __all__ = [
     "MEMBERS",
     "NODES",
     "PUBLISH",
-    "PUBLISH_MANY",
     "RECLAIM",
     "REPLAY",
     "RETRACT",
@@ -57,35 +56,7 @@ end
 PUBLISH = (
     _LATE
     + """
--- KEYS: seq, log, epoch.
--- ARGV: channel, kind, key, has_key, body, history, ttl_ms, epoch, deadline
-local t = redis.call('TIME')
-if late(t, ARGV[9]) then return false end
-if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('SET', KEYS[3], ARGV[8]) end
-local seq = redis.call('INCR', KEYS[1])
-local keylen = -1
-local key = ''
-if ARGV[4] == '1' then key = ARGV[3]; keylen = #key end
-local entry = seq .. ' ' .. ARGV[2] .. ' ' .. t[1] .. '.' .. string.format('%06d', t[2])
-    .. ' 0 ' .. keylen .. '\\n' .. key .. ARGV[5]
-local history = tonumber(ARGV[6])
-if history > 0 then
-  redis.call('RPUSH', KEYS[2], entry)
-  redis.call('LTRIM', KEYS[2], -history, -1)
-  local ttl = tonumber(ARGV[7])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end
-else
-  redis.call('DEL', KEYS[2])
-end
-redis.call('PUBLISH', ARGV[1], 'm' .. entry)
-return seq
-"""
-)
-
-PUBLISH_MANY = (
-    _LATE
-    + """
--- KEYS: seq, log, epoch.
+-- One or more messages, numbered consecutively. KEYS: seq, log, epoch.
 -- ARGV: channel, history, ttl_ms, epoch, deadline, then per message: kind, key, has_key, body
 local t = redis.call('TIME')
 if late(t, ARGV[5]) then return false end

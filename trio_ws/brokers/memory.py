@@ -226,16 +226,7 @@ class MemoryBroker(Broker):
     async def publish(
         self, queue: str, body: bytes, *, kind: int, key: str | None, options: QueueOptions
     ) -> int:
-        store = self.store
-        history = store.history(queue, options)
-        now = trio.current_time()  # what a ttl counts from
-        message = make_message(history.seq + 1, body, kind, key=key, time=now)
-        store.append(history, message)
-        listeners = store.listeners.get(queue)
-        if listeners:
-            for node in listeners:
-                node.on_message(queue, message)
-        return message.seq
+        return await self.publish_many(queue, [(body, kind, key)], options=options)
 
     async def publish_many(
         self, queue: str, messages: Sequence[PublishItem], *, options: QueueOptions

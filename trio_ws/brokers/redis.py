@@ -40,15 +40,14 @@ Channels: ``P:q:<queue>`` carries a queue's messages (``b"m" + entry``) and retr
 (``b"r" + key``); ``P:to:<node id>`` carries what is for one node: routed messages,
 their answers, and takeover notices.
 
-Publishing is one script: ``INCR`` the seq, append the entry and trim, ``PUBLISH`` it on
-the queue's channel; one round trip. :meth:`RedisBroker.publish_many` is one call of a
-script that does the same for each of its messages (``INCRBY`` once: consecutive seqs).
-A node ``SUBSCRIBE``\\s only to the queues it listens
-to, and :meth:`RedisBroker.listen` returns once Redis confirmed the subscription, so a
-replay read after it misses nothing. Each node receives each message once and builds the
-:class:`~trio_ws._queue_model.Message` (the frame) once, whatever the number of its local
-subscribers. Redis delivers a channel's messages in publish order, and a script publishes
-in seq order, so a node sees one order.
+Publishing is one script: ``INCRBY`` the seq by the number of messages (one, or a
+:meth:`RedisBroker.publish_many` batch: consecutive seqs), append each entry and trim,
+``PUBLISH`` each on the queue's channel; one round trip. A node ``SUBSCRIBE``\\s only to
+the queues it listens to, and :meth:`RedisBroker.listen` returns once Redis confirmed the
+subscription, so a replay read after it misses nothing. Each node receives each message
+once and builds the :class:`~trio_ws._queue_model.Message` (the frame) once, whatever the
+number of its local subscribers. Redis delivers a channel's messages in publish order, and
+a script publishes in seq order, so a node sees one order.
 
 Routing is a script (look up the name, check the holder's node is alive, ``PUBLISH`` on
 its channel with a request id); the holder's node calls ``on_routed`` and publishes the
@@ -281,40 +280,16 @@ def queue_keys(prefix: str, queue: str, *, cluster: bool) -> list[str]:
     return [f"{q}:seq", f"{q}:log", f"{prefix}:epoch"]
 
 
-def publish_script(*, cluster: bool, many: bool = False) -> str:
-    """The source of the publish script, or with ``many`` of the one that publishes several
-    messages (sharded pub/sub on a cluster)."""
-    script = scripts.PUBLISH_MANY if many else scripts.PUBLISH
-    return scripts.sharded(script) if cluster else script
+def publish_script(*, cluster: bool) -> str:
+    """The source of the publish script (sharded pub/sub on a cluster)."""
+    return scripts.sharded(scripts.PUBLISH) if cluster else scripts.PUBLISH
 
 
 def publish_args(
-    channel: str,
-    body: bytes,
-    *,
-    kind: int,
-    key: str | None,
-    options: QueueOptions,
-    deadline: int,
-) -> list[str | int | bytes]:
-    """The ARGV of the publish script, for a node or anyone else publishing to a queue."""
-    return [
-        channel,
-        kind,
-        key or "",
-        "1" if key is not None else "0",
-        body,
-        options.history,
-        math.ceil(options.ttl * 1000) if options.ttl is not None else 0,
-        secrets.token_hex(6),  # the epoch, if the store has none yet
-        deadline,
-    ]
-
-
-def publish_many_args(
     channel: str, messages: Sequence[PublishItem], *, options: QueueOptions, deadline: int
 ) -> list[str | int | bytes]:
-    """The ARGV of the script that publishes several messages (``(body, kind, key)``)."""
+    """The ARGV of the publish script for ``messages`` (``(body, kind, key)``), for a node
+    or anyone else publishing to a queue."""
     args: list[str | int | bytes] = [
         channel,
         options.history,
@@ -464,7 +439,6 @@ class RedisBroker(Broker):
             name: Script[bytes](script=source)
             for name, source in (
                 ("publish", publish_script(cluster=self._cluster)),
-                ("publish_many", publish_script(cluster=self._cluster, many=True)),
                 ("replay", scripts.REPLAY),
                 ("retract", scripts.sharded(scripts.RETRACT) if self._cluster else scripts.RETRACT),
                 ("claim", scripts.CLAIM),
@@ -1188,13 +1162,15 @@ class RedisBroker(Broker):
     async def publish(
         self, queue: str, body: bytes, *, kind: int, key: str | None, options: QueueOptions
     ) -> int:
+        return await self.publish_many(queue, [(body, kind, key)], options=options)
+
+    async def publish_many(
+        self, queue: str, messages: Sequence[PublishItem], *, options: QueueOptions
+    ) -> int:
+        if not messages:
+            raise ValueError("publish_many() needs at least one message")
         args = publish_args(
-            self._queue_channel(queue),
-            body,
-            kind=kind,
-            key=key,
-            options=options,
-            deadline=self._deadline(),
+            self._queue_channel(queue), messages, options=options, deadline=self._deadline()
         )
         keys = self._queue_keys(queue)
         publisher = self._publisher
@@ -1206,34 +1182,8 @@ class RedisBroker(Broker):
         seq = await self._call(operation)
         return int(self._in_time(seq))
 
-    async def publish_many(
-        self, queue: str, messages: Sequence[PublishItem], *, options: QueueOptions
-    ) -> int:
-        if not messages:
-            raise ValueError("publish_many() needs at least one message")
-        args = publish_many_args(
-            self._queue_channel(queue), messages, options=options, deadline=self._deadline()
-        )
-        keys = self._queue_keys(queue)
-        publisher = self._publisher
-        operation: Callable[[_Client], Awaitable[Any]]
-        if publisher is not None and self._state is BrokerState.UP:
-            operation = functools.partial(
-                self._publish_on, publisher, keys, list(args), script="publish_many"
-            )
-        else:
-            operation = self._op("publish_many", keys, args)
-        seq = await self._call(operation)
-        return int(self._in_time(seq))
-
     async def _publish_on(
-        self,
-        connection: Any,
-        keys: list[str],
-        args: list[Any],
-        _client: _Client,
-        *,
-        script: str = "publish",
+        self, connection: Any, keys: list[str], args: list[Any], _client: _Client
     ) -> Any:
         """The publish script on the session's publishing connection (one server).
 
@@ -1242,7 +1192,7 @@ class RedisBroker(Broker):
         CPU per call, measured) and asks the connection directly; coredis still
         multiplexes concurrent publishes on it and pipelines what is written together.
         """
-        code = self._scripts[script]
+        code = self._scripts["publish"]
         try:
             return await connection.create_request(
                 b"EVALSHA", code.sha, len(keys), *keys, *args, decode=False
