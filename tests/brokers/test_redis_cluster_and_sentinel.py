@@ -29,6 +29,10 @@ from trio_ws.brokers.redis import RedisBroker
 from .conftest import eventually, redis_nodes, running_cluster, wait_until
 
 KEEP = QueueOptions(history=100)
+# The lease of the tests of a node that dies: long enough that the name is still held
+# when the survivor asks right after the death (the holder renewed it up to a third of a
+# lease before), on a machine loaded enough to take a second over the stop (seen at 1 s).
+LEASE = 2.5
 
 
 def _stat(cluster: RedisCluster, server: RedisServer, command: str) -> int:
@@ -196,8 +200,8 @@ async def test_a_node_that_dies_without_leaving_frees_its_names_within_a_lease(
 ) -> None:
     """The holder's liveness is in the registry's slot, not the name's: the claim reads it
     there, and a name whose holder's registry entry expired is free (not taken over)."""
-    with trio.fail_after(15):
-        brokers = redis_nodes(redis_cluster.url, 2, lease_seconds=1.0)
+    with trio.fail_after(20):
+        brokers = redis_nodes(redis_cluster.url, 2, lease_seconds=LEASE)
         async with running_cluster(brokers, "redis-cluster") as nodes:
             a, b = nodes.a, nodes.b
             assert (await a.claim("Hal", a.owner(1))).granted
@@ -214,7 +218,7 @@ async def test_a_node_that_dies_without_leaving_frees_its_names_within_a_lease(
             assert not await b.route("Hal", "x")  # nobody listens on a's node channel
             claim = await eventually(lambda: b.claim("hal", b.owner(1)), lambda r: r.granted)
             assert claim == Claim(True, None)  # free, not taken over: its node is gone
-            assert trio.current_time() - died < 1.0 + 2.0  # the 1 s lease, room for load
+            assert trio.current_time() - died < LEASE + 2.0  # the lease, room for load
             assert await b.members("q") == []
             assert [n.node_id for n in await b.nodes()] == ["node-b"]
 

@@ -22,6 +22,10 @@ from .conftest import Cluster, eventually, redis_nodes, running_cluster, wait_un
 
 KEEP = QueueOptions(history=100)
 FAST = {"operation_timeout": 0.5, "max_reconnect_seconds": 0.3}
+# The lease of the tests of a node that dies: long enough that the name is still held
+# when the survivor asks right after the death (the holder renewed it up to a third of a
+# lease before), on a machine loaded enough to take a second over the stop (seen at 1 s).
+LEASE = 2.5
 
 
 async def publish(broker: RedisBroker, text: str, queue: str = "q") -> int:
@@ -138,8 +142,8 @@ async def test_stopped_redis_fails_calls_within_the_timeout_and_blocks_nobody(
 async def test_a_node_that_dies_without_leaving_frees_its_names_within_a_lease(
     fresh_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with trio.fail_after(15):
-        brokers = redis_nodes(fresh_redis.url, 2, lease_seconds=1.0)
+    with trio.fail_after(20):
+        brokers = redis_nodes(fresh_redis.url, 2, lease_seconds=LEASE)
         async with running_cluster(brokers, "redis") as cluster:
             a, b = cluster.a, cluster.b
             assert (await a.claim("Hal", a.owner(1))).granted
@@ -155,7 +159,7 @@ async def test_a_node_that_dies_without_leaving_frees_its_names_within_a_lease(
             assert await b.claim("hal", b.owner(1)) == Claim(False, a.owner(1), "Hal")  # leased
             claim = await eventually(lambda: b.claim("hal", b.owner(1)), lambda r: r.granted)
             assert claim == Claim(True, None)  # free, not taken over: its node is gone
-            assert trio.current_time() - died < 1.0 + 2.0  # the 1 s lease, room for load
+            assert trio.current_time() - died < LEASE + 2.0  # the lease, room for load
             assert await b.members("q") == []
             assert [n.node_id for n in await b.nodes()] == ["node-b"]
 
