@@ -12,7 +12,10 @@ the end) and measures, for each broker:
 * **claim + release**: a login's name claim (one round trip) and its release;
 * **CPU per message** (this process's CPU time, both nodes in it): a publish to a queue
   nobody listens to, and a publish that node B receives (its ``on_message``), one after
-  the other; the difference is what receiving one message costs a node.
+  the other; the difference is what receiving one message costs a node. Measured once with
+  one caller (each publish waits for its round trip: the system calls of one call each,
+  and the core idles meanwhile) and once with 50 callers at once (the client's own work,
+  the calls written together).
 
 Usage: ``python benchmarks/broker.py [--count 2000]``. Absolute numbers depend on the
 machine; compare the two brokers of one run.
@@ -97,11 +100,31 @@ async def measure(name: str, a: Broker, b: Broker, count: int) -> None:
                     waiter = trio.Event()
             return (time.process_time() - start) / n * 1e6
 
+        async def cpu_per_50(queue: str, n: int) -> float:
+            """The same with 50 callers at once: the client writes their calls together
+            and the core never waits idle for a round trip."""
+            nonlocal waiter
+            received = len(arrived)
+            start = time.process_time()
+            async with trio.open_nursery() as group:
+                for _ in range(50):
+                    group.start_soon(publisher_on, queue, n // 50)
+            while queue == "lat" and len(arrived) < received + n // 50 * 50:
+                await waiter.wait()
+                waiter = trio.Event()
+            return (time.process_time() - start) / (n // 50 * 50) * 1e6
+
+        async def publisher_on(queue: str, n: int) -> None:
+            for _ in range(n):
+                await a.publish(queue, BODY, kind=PayloadKind.JSON, key=None, options=OPTIONS)
+
         n = count // 4
-        publish_cpu, both_cpu = [], []
+        publish_cpu, both_cpu, publish_50, both_50 = [], [], [], []
         for _ in range(5):  # alternating, so both see the same machine
             publish_cpu.append(await cpu_per("nobody", n))
             both_cpu.append(await cpu_per("lat", n))
+            publish_50.append(await cpu_per_50("nobody", n))
+            both_50.append(await cpu_per_50("lat", n))
         nursery.cancel_scope.cancel()
 
     print(
@@ -112,6 +135,8 @@ async def measure(name: str, a: Broker, b: Broker, count: int) -> None:
         f" | claim {claims / (count // 4) * 1e6:5.0f} us"
         f" | CPU per publish {statistics.median(publish_cpu):6.1f} us,"
         f" per publish + receive {statistics.median(both_cpu):6.1f} us"
+        f" | with 50 callers {statistics.median(publish_50):6.1f} us,"
+        f" {statistics.median(both_50):6.1f} us"
     )
 
 
