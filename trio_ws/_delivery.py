@@ -238,7 +238,7 @@ class DeliveryEngine:
                     failed.append(sub)
             elif state is not CLOSED:
                 offer = sub._buffer.offer
-                for message in messages:
+                for message in live:  # a retracted one must not take a lane's room
                     result = offer(lane, message, policy)
                     if result:
                         if result == OVERFLOW:
