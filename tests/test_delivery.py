@@ -367,7 +367,7 @@ async def test_a_hub_runs_once_at_a_time_and_again_after_it_stopped() -> None:
 def test_a_broker_that_delivers_in_steps_makes_the_flusher_gather() -> None:
     assert BroadcastHub(broker=_SteppingBroker()).engine.gather is True
     assert BroadcastHub().engine.gather is False
-    assert DeliveryEngine(lambda sub: None).gather is False
+    assert _engine(6).gather is False
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,6 +494,11 @@ async def test_a_backlog_is_dropped_once_the_connection_closes() -> None:
 # Shared compressed frames
 
 
+def _engine(level: int) -> DeliveryEngine:
+    """An engine of its own (the hub's defaults are the hub's: it passes them)."""
+    return DeliveryEngine(lambda sub: None, close_timeout=5.0, compression_level=level)
+
+
 def _message(text: str) -> Message:
     body = text.encode()
     frame = encode_frame(Opcode.TEXT, body)
@@ -514,7 +519,7 @@ def test_a_message_is_compressed_once_per_window_by_one_compressor_per_window(
         return original(self, data, final=final)
 
     monkeypatch.setattr(deflate_module.MessageCompressor, "compress", counting)
-    engine = DeliveryEngine(lambda sub: None)
+    engine = _engine(6)
     first, second = _message("a" * 500), _message("b" * 500)
     frame = engine._compressed(first, 15)
     assert engine._compressed(first, 15) is frame
@@ -532,8 +537,8 @@ def test_a_message_is_compressed_once_per_window_by_one_compressor_per_window(
 
 def test_the_compression_level_is_the_engines() -> None:
     text = "".join(chr(65 + (i * 7919) % 26) for i in range(4000))  # compresses, not to nothing
-    stored = DeliveryEngine(lambda sub: None, compression_level=0)._compressed(_message(text), 15)
-    best = DeliveryEngine(lambda sub: None, compression_level=9)._compressed(_message(text), 15)
+    stored = _engine(0)._compressed(_message(text), 15)
+    best = _engine(9)._compressed(_message(text), 15)
     assert len(stored) > len(text) > len(best)
 
 

@@ -111,8 +111,8 @@ class DeliveryEngine:
         self,
         remove: Callable[[Subscriber], None],
         *,
-        close_timeout: float = 5.0,
-        compression_level: int = 6,
+        close_timeout: float,
+        compression_level: int,
         gather: bool = False,
     ) -> None:
         self._remove = remove
