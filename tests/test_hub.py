@@ -13,7 +13,8 @@ import trio.testing
 
 from tests.test_broadcast import memory_subscriber
 from trio_ws._broadcast import BroadcastHub, QueueError, QueueGap, QueueMessage
-from trio_ws.brokers import MemoryBroker
+from trio_ws._queue_model import QueueOptions
+from trio_ws.brokers import BrokerUnavailable, MemoryBroker, Replay
 
 
 class ListeningBroker(MemoryBroker):
@@ -47,6 +48,26 @@ async def test_the_broker_listens_while_a_queue_has_local_subscribers() -> None:
     assert broker.calls == [("listen", "q"), ("unlisten", "q")]
     await hub.subscribe(queue, (await memory_subscriber(hub, "three"))[0])
     assert broker.calls == [("listen", "q"), ("unlisten", "q"), ("listen", "q")]
+
+
+class FailingReplayBroker(MemoryBroker):
+    """A memory broker whose replays fail, as a shared broker's do when it goes away."""
+
+    async def replay(
+        self, queue: str, since: int | None, *, epoch: str | None, options: QueueOptions
+    ) -> Replay:
+        raise BrokerUnavailable
+
+
+async def test_a_subscribe_whose_replay_fails_leaves_nothing_behind() -> None:
+    hub = BroadcastHub(broker=FailingReplayBroker())
+    queue = hub.queue("q")
+    sub, _reader = await memory_subscriber(hub, "ann")
+    with pytest.raises(BrokerUnavailable):
+        await hub.subscribe(queue, sub, since=0)
+    assert len(queue) == 0
+    assert queue not in sub._buffer.lanes
+    assert await queue.members() == []  # presence taken back
 
 
 async def test_presence_counts_each_connection_of_a_name() -> None:
