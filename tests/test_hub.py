@@ -163,3 +163,69 @@ async def test_a_consumer_in_process_gets_gaps_and_binary_messages_as_such() -> 
         assert items[1] == QueueGap("feed", 2, 5)
         assert items[2] == QueueMessage("feed", 2, "text")
         nursery.cancel_scope.cancel()
+
+
+async def test_the_statistics_count_queues_messages_and_what_waits() -> None:
+    hub = BroadcastHub()
+    first, second = hub.queue("a"), hub.queue("b")
+    sub, _reader = await memory_subscriber(hub, "slow")
+    await hub.subscribe(first, sub, reply=True)  # busy: a memory stream takes nothing at once
+    await first.publish({"n": 1})
+    await first.publish({"n": 2})
+    await second.publish({"n": 3})
+    hub.engine.flush_queue(first)
+    stats = hub.statistics()
+    assert (stats.queues, stats.subscribers, stats.published) == (2, 1, 3)
+    assert stats.buffered == 2  # the two of queue a wait in the busy subscriber's buffer
+
+
+async def test_a_retraction_from_another_node_reaches_a_busy_subscriber_here() -> None:
+    here = BroadcastHub()
+    there = BroadcastHub(broker=here.broker.peer("there"))  # type: ignore[attr-defined]
+    queue = here.queue("prices")
+    remote = there.queue("prices")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(here.run)
+        await nursery.start(there.run)
+        sub, reader = await memory_subscriber(here, "slow")
+        await here.subscribe(queue, sub)
+        await remote.publish({"p": 1})
+        await trio.testing.wait_all_tasks_blocked()  # 1 is being written: the reader is slow
+        await remote.publish({"p": 2}, key="eur")
+        await remote.publish({"p": 3})
+        await trio.testing.wait_all_tasks_blocked()
+        assert await remote.retract("eur") == 1  # on the other node
+        with trio.fail_after(5):
+            got = await reader.read_until(2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [m["p"] for m in got] == [1, 3]
+        assert here.broker.on_retract is not None
+        here._on_retract("no-such-queue", "eur")  # a queue this node does not have: ignored
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_subscriber_gets_the_hubs_byte_bound() -> None:
+    hub = BroadcastHub(max_subscriber_buffer=100, max_subscriber_bytes=3000)
+    queue = hub.queue("q")
+    sub, _reader = await memory_subscriber(hub, "slow")
+    await hub.subscribe(queue, sub, reply=True)  # busy from the start
+    for i in range(6):  # 6 x ~1 KB: over the 3000-byte bound, the oldest are skipped
+        await queue.publish({"i": i, "pad": "x" * 1000})
+    hub.engine.flush_queue(queue)
+    assert sub.buffered < 6
+    assert queue.dropped == 6 - sub.buffered
+
+
+async def test_an_auto_queue_declared_before_the_hub_runs_takes_in_every_connection() -> None:
+    hub = BroadcastHub()
+    await memory_subscriber(hub, "early")
+    news = hub.queue("news", auto_subscribe=True)  # declared after the subscriber existed
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        async with hub.open_subscription("news", name="bot"):
+            await trio.testing.wait_all_tasks_blocked()
+            assert news.local_members() == ["bot", "early"]
+            late = hub.queue("late", auto_subscribe=True)  # and one declared while running
+            await trio.testing.wait_all_tasks_blocked()
+            assert late.local_members() == ["early"]  # an in-process consumer chooses its own
+        nursery.cancel_scope.cancel()
