@@ -63,14 +63,14 @@ async def measure(name: str, a: Broker, b: Broker, count: int) -> None:
             await a.publish("seq", BODY, kind=PayloadKind.JSON, key=None, options=OPTIONS)
         one = time.perf_counter() - start
 
-        async def publisher(n: int) -> None:
+        async def publisher(queue: str, n: int) -> None:
             for _ in range(n):
-                await a.publish("par", BODY, kind=PayloadKind.JSON, key=None, options=OPTIONS)
+                await a.publish(queue, BODY, kind=PayloadKind.JSON, key=None, options=OPTIONS)
 
         start = time.perf_counter()
         async with trio.open_nursery() as group:
             for _ in range(50):
-                group.start_soon(publisher, count // 50)
+                group.start_soon(publisher, "par", count // 50)
         many = time.perf_counter() - start
 
         await b.listen("lat")
@@ -108,15 +108,11 @@ async def measure(name: str, a: Broker, b: Broker, count: int) -> None:
             start = time.process_time()
             async with trio.open_nursery() as group:
                 for _ in range(50):
-                    group.start_soon(publisher_on, queue, n // 50)
+                    group.start_soon(publisher, queue, n // 50)
             while queue == "lat" and len(arrived) < received + n // 50 * 50:
                 await waiter.wait()
                 waiter = trio.Event()
             return (time.process_time() - start) / (n // 50 * 50) * 1e6
-
-        async def publisher_on(queue: str, n: int) -> None:
-            for _ in range(n):
-                await a.publish(queue, BODY, kind=PayloadKind.JSON, key=None, options=OPTIONS)
 
         n = count // 4
         publish_cpu, both_cpu, publish_50, both_50 = [], [], [], []

@@ -13,7 +13,7 @@ import itertools
 import json
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -728,10 +728,8 @@ async def test_queue_names_and_limits() -> None:
 # Compression: one compressed frame shared by every permessage-deflate subscriber
 
 
-@pytest.mark.parametrize("server_no_context_takeover", [True, False])
-async def test_compressed_frames_are_shared_and_decode_in_a_real_client(
-    server_no_context_takeover: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def count_compressions(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the messages compressed from now on (any compressor); returns the counter."""
     import trio_ws.protocol._deflate as deflate_module
 
     calls = 0
@@ -743,6 +741,14 @@ async def test_compressed_frames_are_shared_and_decode_in_a_real_client(
         return original(self, data, final=final)
 
     monkeypatch.setattr(deflate_module.MessageCompressor, "compress", counting)
+    return lambda: calls
+
+
+@pytest.mark.parametrize("server_no_context_takeover", [True, False])
+async def test_compressed_frames_are_shared_and_decode_in_a_real_client(
+    server_no_context_takeover: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = count_compressions(monkeypatch)
     hub = BroadcastHub()
     queue = hub.queue("g")
     texts = [("compress me " * 40) + str(i) for i in range(20)]
@@ -773,6 +779,6 @@ async def test_compressed_frames_are_shared_and_decode_in_a_real_client(
                     assert [m["text"] for m in got_plain] == texts
     # Compressed once per message for all three deflate clients (or not at all when
     # their compressors keep context and they get the uncompressed frame).
-    assert calls == (len(texts) if server_no_context_takeover else 0)
+    assert calls() == (len(texts) if server_no_context_takeover else 0)
     kept = hub.broker.store.histories["g"].kept  # type: ignore[attr-defined]
     assert all(m.compressed is None or len(m.compressed) == 1 for m in kept)

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_broadcast import Reader, _SteppingBroker, memory_subscriber
+from tests.test_broadcast import Reader, _SteppingBroker, count_compressions, memory_subscriber
 from trio_ws import WebSocketConnection
 from trio_ws._broadcast import BroadcastHub, QueueError
 from trio_ws._delivery import _ROUND_BYTES, DeliveryEngine, LostMessages
@@ -52,7 +52,10 @@ class SocketPeer:
                     self.close = event
         return self.texts
 
-    def shut(self) -> None:
+    def __enter__(self) -> SocketPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.ours.close()
         self.theirs.close()
 
@@ -190,8 +193,7 @@ async def test_a_flush_leaves_out_what_was_retracted_before_it() -> None:
     first of several, one in the middle, the second of two."""
     hub = BroadcastHub()
     queue = hub.queue("q")
-    peer = SocketPeer()
-    try:
+    with SocketPeer() as peer:
         sub = await hub.subscriber(peer.conn, "s")
         await hub.subscribe(queue, sub)
         # The hub is not running: what is published waits for the flusher.
@@ -229,8 +231,6 @@ async def test_a_flush_leaves_out_what_was_retracted_before_it() -> None:
             nursery.cancel_scope.cancel()
         assert [t["d"] for t in texts] == ["second", "third", "x", "z"]
         assert [t["seq"] for t in texts] == [5, 6, 7, 9]
-    finally:
-        peer.shut()
 
 
 async def test_a_message_retracted_before_the_flush_takes_no_room_in_a_busy_lane() -> None:
@@ -257,8 +257,7 @@ async def test_a_message_retracted_before_the_flush_takes_no_room_in_a_busy_lane
 async def test_one_write_of_many_messages_counts_each_message() -> None:
     hub = BroadcastHub()
     queue = hub.queue("q")
-    peer = SocketPeer()
-    try:
+    with SocketPeer() as peer:
         sub = await hub.subscriber(peer.conn, "s")
         await hub.subscribe(queue, sub)
         await queue.publish_many([{"i": i} for i in range(5)])  # one flush, one write
@@ -268,16 +267,13 @@ async def test_one_write_of_many_messages_counts_each_message() -> None:
                 await peer.read_until(5)
             assert peer.conn.messages_out == 5
             nursery.cancel_scope.cancel()
-    finally:
-        peer.shut()
 
 
 async def test_queues_waiting_together_are_flushed_by_priority() -> None:
     hub = BroadcastHub()
     low = hub.queue("low", priority=0)
     high = hub.queue("high", priority=5)
-    peer = SocketPeer()
-    try:
+    with SocketPeer() as peer:
         sub = await hub.subscriber(peer.conn, "s")
         await hub.subscribe(low, sub)
         await hub.subscribe(high, sub)
@@ -289,15 +285,12 @@ async def test_queues_waiting_together_are_flushed_by_priority() -> None:
                 texts = await peer.read_until(2)
             nursery.cancel_scope.cancel()
         assert [t["q"] for t in texts] == ["high", "low"]
-    finally:
-        peer.shut()
 
 
 async def test_a_subscriber_whose_socket_broke_is_removed_and_the_others_still_get_it() -> None:
     hub = BroadcastHub()
     queue = hub.queue("q")
-    broken, fine = SocketPeer(), SocketPeer()
-    try:
+    with SocketPeer() as broken, SocketPeer() as fine:
         gone = await hub.subscriber(broken.conn, "gone")
         here = await hub.subscriber(fine.conn, "here")
         await hub.subscribe(queue, gone)
@@ -313,9 +306,6 @@ async def test_a_subscriber_whose_socket_broke_is_removed_and_the_others_still_g
             assert not here.removed
             assert queue.local_members() == ["here"]
             nursery.cancel_scope.cancel()
-    finally:
-        broken.shut()
-        fine.shut()
 
 
 # ---------------------------------------------------------------------------------------
@@ -350,8 +340,7 @@ async def test_a_hub_runs_once_at_a_time_and_again_after_it_stopped() -> None:
         with pytest.raises(RuntimeError, match=r"^this hub is running already$"):
             await hub.engine.run()
         nursery.cancel_scope.cancel()
-    peer = SocketPeer()
-    try:
+    with SocketPeer() as peer:
         sub = await hub.subscriber(peer.conn, "s")
         await hub.subscribe(queue, sub)
         async with trio.open_nursery() as nursery:  # the second run delivers as the first
@@ -360,8 +349,6 @@ async def test_a_hub_runs_once_at_a_time_and_again_after_it_stopped() -> None:
             with trio.fail_after(5):
                 assert [t["d"] for t in await peer.read_until(1)] == ["again"]
             nursery.cancel_scope.cancel()
-    finally:
-        peer.shut()
 
 
 def test_a_broker_that_delivers_in_steps_makes_the_flusher_gather() -> None:
@@ -377,9 +364,8 @@ def test_a_broker_that_delivers_in_steps_makes_the_flusher_gather() -> None:
 async def test_messages_a_broker_lost_reach_subscribers_as_a_gap_in_order() -> None:
     hub = BroadcastHub()
     queue = hub.queue("q", history=10)
-    peer = SocketPeer()
     sub, reader = await memory_subscriber(hub, "busy")  # always behind: through its buffer
-    try:
+    with SocketPeer() as peer:
         idle = await hub.subscriber(peer.conn, "idle")
         await hub.subscribe(queue, idle)
         await hub.subscribe(queue, sub)
@@ -398,8 +384,6 @@ async def test_messages_a_broker_lost_reach_subscribers_as_a_gap_in_order() -> N
             assert stream[0]["d"] == "one"
             assert stream[1] == gap
             assert stream[2]["d"] == "five"
-    finally:
-        peer.shut()
 
 
 def test_a_lost_range_is_numbered_by_its_last_seq_and_carries_its_notice() -> None:
@@ -416,15 +400,12 @@ def test_a_lost_range_is_numbered_by_its_last_seq_and_carries_its_notice() -> No
 async def test_a_subscribe_reply_to_a_broken_socket_removes_the_subscriber() -> None:
     hub = BroadcastHub()
     queue = hub.queue("q")
-    peer = SocketPeer()
-    try:
+    with SocketPeer() as peer:
         sub = await hub.subscriber(peer.conn, "s")
         peer.theirs.close()
         await hub.subscribe(queue, sub, reply=True)  # the reply is written at once: EPIPE
         assert sub.removed
         assert len(queue) == 0
-    finally:
-        peer.shut()
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,29 +489,19 @@ def _message(text: str) -> Message:
 def test_a_message_is_compressed_once_per_window_by_one_compressor_per_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import trio_ws.protocol._deflate as deflate_module
-
-    calls = 0
-    original = deflate_module.MessageCompressor.compress
-
-    def counting(self: Any, data: bytes, *, final: bool = True) -> bytes:
-        nonlocal calls
-        calls += 1
-        return original(self, data, final=final)
-
-    monkeypatch.setattr(deflate_module.MessageCompressor, "compress", counting)
+    calls = count_compressions(monkeypatch)
     engine = _engine(6)
     first, second = _message("a" * 500), _message("b" * 500)
     frame = engine._compressed(first, 15)
     assert engine._compressed(first, 15) is frame
-    assert calls == 1
+    assert calls() == 1
     assert frame[0] & 0x40  # RSV1: a compressed message
     compressor = engine._compressors[15]
     engine._compressed(second, 15)
     assert engine._compressors == {15: compressor}
     engine._compressed(first, 9)
     assert sorted(engine._compressors) == [9, 15]
-    assert calls == 3
+    assert calls() == 3
     assert first.compressed is not None
     assert sorted(first.compressed) == [9, 15]
 
@@ -566,8 +537,7 @@ async def test_a_lone_message_through_a_stepping_broker_waits_a_few_passes_only(
     hub = BroadcastHub(broker=broker)
     broker.take_node_callback()
     queue = hub.queue("g")
-    peer = SocketPeer()
-    try:
+    with SocketPeer() as peer:
         sub = await hub.subscriber(peer.conn, "s")
         await hub.subscribe(queue, sub)
         async with trio.open_nursery() as nursery:
@@ -581,5 +551,3 @@ async def test_a_lone_message_through_a_stepping_broker_waits_a_few_passes_only(
                 passes += 1
                 assert passes < 10, "a lone message waited for a burst that never came"
             nursery.cancel_scope.cancel()
-    finally:
-        peer.shut()
