@@ -143,6 +143,7 @@ class WebSocketConnection:
         "_drained",
         "_draining",
         "_error",
+        "_frames",
         "_inbox",
         "_inbox_changed",
         "_inbox_head",
@@ -188,6 +189,8 @@ class WebSocketConnection:
         self.id = next(_ids)
         self.transport = transport
         self.protocol = protocol
+        # The protocol's frame parser, kept: its ``missing`` is read before every read.
+        self._frames = protocol.frame_parser
         self.request = request
         self.subprotocol = subprotocol
         self.remote = remote
@@ -308,7 +311,7 @@ class WebSocketConnection:
                 # _read_once() without its settle, which the top of the loop does: the
                 # per-message path awaits nothing but the read.
                 try:
-                    data = await self.transport.receive_some(self.protocol.receive_size_hint)
+                    data = await self.transport.receive_some(self._frames.missing)
                 except TransportClosed:
                     data = b""
                 self.feed(data)
@@ -390,7 +393,7 @@ class WebSocketConnection:
     async def _read_once(self) -> None:
         """Read one chunk into the protocol, flush what it owes, sort out the events."""
         try:
-            data = await self.transport.receive_some(self.protocol.receive_size_hint)
+            data = await self.transport.receive_some(self._frames.missing)
         except TransportClosed:
             data = b""
         self.feed(data)

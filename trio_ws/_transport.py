@@ -104,7 +104,8 @@ class SocketTransport:
         self.sock = sock
 
     async def receive_some(self, wanted: int = 0) -> bytes:
-        max_bytes = read_size(wanted)
+        # read_size(), inlined: this runs once per read.
+        max_bytes = RECEIVE_SIZE if wanted <= RECEIVE_SIZE else min(wanted, MAX_RECEIVE_SIZE)
         sock = self.sock
         # Yield first, then read before waiting. After one pass of the scheduler over the
         # other connections, a busy peer's next message is usually there already, and the

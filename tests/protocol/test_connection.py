@@ -110,12 +110,14 @@ def mask_impl(request: pytest.FixtureRequest) -> Iterator[str]:
             pytest.skip("the compiled speedup was not built")
         assert _frames.apply_mask is _frames._apply_mask_c
         assert _frames.parse_frame is _frames._parse_frame_c
+        assert _frames.take_messages is _frames._take_messages_c
         yield "compiled"
         return
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_frames, "apply_mask", _frames._apply_mask_python)
         mp.setattr(_frames, "parse_frame", _frames._parse_frame_python)
         mp.setattr(_frames, "unmask_join", _frames._unmask_join_python)
+        mp.setattr(_frames, "take_messages", None)
         yield "python"
 
 
@@ -1654,3 +1656,92 @@ def test_a_large_frame_trickled_in_tiny_pieces_holds_about_its_bytes(mask_impl: 
     assert held - before < 2 * len(rest), f"{held - before} bytes held for {len(rest)} received"
     proto.receive_data(data[-1:])
     assert proto.events_received() == [BytesMessage(payload)]
+
+
+# ---------------------------------------------------------------- the compiled fast path
+
+# Frames a peer may send, legal or not: whole messages (text valid or not as UTF-8, binary,
+# some over the limit), fragments, control frames, RSV bits, unmasked ones.
+_any_frame = st.builds(
+    raw_frame,
+    opcode=st.sampled_from([0x1, 0x2, 0x1, 0x2, 0x0, 0x3, 0x8, 0x9, 0xA]),
+    payload=st.one_of(
+        st.sampled_from([b"z" * 100, b"z" * 101, b"\xc3", b"\x03\xe8", b"y" * 70_000]),
+        st.text(max_size=40).map(str.encode),
+        st.binary(max_size=40),
+    ),
+    fin=st.sampled_from([True, True, True, False]),
+    rsv1=st.sampled_from([False, False, False, True]),
+    mask=st.sampled_from([RFC_MASK, b"\x01\x02\x03\x04", RFC_MASK, None]),
+)
+
+
+def _outcome(
+    frames: list[bytes], cuts: list[int], *, limit: int, deflate: bool, take: object
+) -> list[object]:
+    """Everything a server protocol reports for ``frames`` received in pieces cut at
+    ``cuts``, with the fast path ``take`` (the compiled one, or None)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_frames, "take_messages", take)
+        proto = server(max_message_size=limit, deflate=PerMessageDeflate() if deflate else None)
+        data = b"".join(frames)
+        seen: list[object] = []
+        start = 0
+        for end in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
+            if end < start:
+                continue
+            try:
+                proto.receive_data(data[start:end])
+            except RemoteProtocolError as exc:
+                seen.append(("error", exc.close_code, exc.reason))
+            start = end
+            seen.append([repr(e) for e in proto.events_received()])
+            seen.append(proto.data_to_send())
+        seen += [proto.state, proto.message_in_progress, proto.close_received]
+        return seen
+
+
+@pytest.mark.skipif(not _frames.HAS_SPEEDUPS, reason="the compiled speedup was not built")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    frames=st.lists(_any_frame, max_size=8),
+    cuts=st.lists(st.integers(0, 80_000), max_size=4),
+    limit=st.sampled_from([100, 100_000]),
+    deflate=st.booleans(),
+)
+def test_the_compiled_fast_path_changes_nothing_the_protocol_reports(
+    frames: list[bytes], cuts: list[int], limit: int, deflate: bool
+) -> None:
+    """Whole messages taken at once by the compiled ``take_messages`` leave the protocol
+    exactly as the frame-by-frame path does: the same events in the same order, the same
+    errors and replies, the same state, whatever the frames and however the bytes are cut."""
+    compiled = _frames._take_messages_c
+    with_it = _outcome(frames, cuts, limit=limit, deflate=deflate, take=compiled)
+    without = _outcome(frames, cuts, limit=limit, deflate=deflate, take=None)
+    assert with_it == without
+
+
+@pytest.mark.skipif(not _frames.HAS_SPEEDUPS, reason="the compiled speedup was not built")
+def test_a_read_of_whole_messages_takes_the_compiled_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between messages, a read of whole text and binary frames goes through one
+    ``take_messages`` call, not a parse per frame; a fragmented message does not."""
+    taken: list[int] = []
+    compiled = _frames._take_messages_c
+    assert compiled is not None
+
+    def counting(buf: bytearray, messages: list[object], limit: int, masked: bool) -> int:
+        taken.append(compiled(buf, messages, limit, masked))
+        return taken[-1]
+
+    monkeypatch.setattr(_frames, "take_messages", counting)
+    proto = server()
+    frames = [raw_frame(Opcode.TEXT, b"a"), raw_frame(Opcode.BINARY, b"b")] * 3
+    proto.receive_data(b"".join(frames))
+    assert proto.take_received() == ["a", b"b"] * 3
+    assert taken == [6]
+    proto.receive_data(raw_frame(Opcode.TEXT, b"fragment", fin=False))
+    proto.receive_data(raw_frame(Opcode.CONTINUATION, b" and more"))
+    assert proto.take_received() == ["fragment and more"]
+    assert taken == [6, 0]  # the first fragment is not a message; the rest is never offered

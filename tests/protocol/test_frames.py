@@ -344,6 +344,104 @@ def test_compiled_parser_refuses_what_is_not_a_bytearray() -> None:
         _frames._parse_frame_c(b"\x81\x00", False, False, 10)  # type: ignore[arg-type]
 
 
+needs_speedups = pytest.mark.skipif(not HAS_SPEEDUPS, reason="the compiled speedup was not built")
+
+
+def _take(
+    data: bytes, limit: int = 1 << 20, *, expect_masked: bool = True
+) -> tuple[int, list[object], bytes]:
+    """take_messages() on ``data``: (how many, the messages, the bytes left)."""
+    assert _frames._take_messages_c is not None
+    buf = bytearray(data)
+    messages: list[object] = []
+    count = _frames._take_messages_c(buf, messages, limit, expect_masked)
+    return count, messages, bytes(buf)
+
+
+@needs_speedups
+def test_take_messages_takes_whole_messages_up_to_the_first_other_frame() -> None:
+    """Text as str, binary as bytes, in order; a Ping stops it, with what follows it."""
+    key = os.urandom(4)
+    after = raw_frame(Opcode.PING, b"p", mask=key) + raw_frame(Opcode.TEXT, b"late", mask=key)
+    data = (
+        raw_frame(Opcode.TEXT, "h\u00e9".encode(), mask=key)
+        + raw_frame(Opcode.BINARY, b"\x00\xff", mask=key)
+        + raw_frame(Opcode.TEXT, b"", mask=key)
+        + after
+    )
+    assert _take(data) == (3, ["h\u00e9", b"\x00\xff", ""], after)
+
+
+@needs_speedups
+@pytest.mark.parametrize("size", [125, 126, 65_535, 65_536, 200_000])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_take_messages_reads_every_length_form(opcode: int, size: int) -> None:
+    """7-, 16- and 64-bit lengths; above 64 KiB binary is unmasked without the GIL."""
+    payload = os.urandom(size) if opcode == Opcode.BINARY else b"a" * size
+    message = payload if opcode == Opcode.BINARY else payload.decode()
+    data = raw_frame(opcode, payload, mask=os.urandom(4)) + b"\x81"
+    assert _take(data) == (1, [message], b"\x81")
+    forced = raw_frame(opcode, payload, mask=os.urandom(4), length_form=127)
+    assert _take(forced) == (1, [message], b"")
+
+
+@needs_speedups
+def test_take_messages_leaves_an_incomplete_frame_and_its_header() -> None:
+    whole = raw_frame(Opcode.TEXT, b"hello", mask=os.urandom(4))
+    for cut in range(len(whole)):
+        assert _take(whole + whole[:cut]) == (1, ["hello"], whole[:cut])
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "frame",
+    [
+        raw_frame(Opcode.TEXT, b"part", fin=False),  # a fragment
+        raw_frame(Opcode.CONTINUATION, b"rest"),
+        raw_frame(Opcode.TEXT, b"x", rsv1=True),  # compressed, or refused: not ours
+        raw_frame(Opcode.TEXT, b"x", rsv2=True),
+        raw_frame(Opcode.BINARY, b"x", rsv3=True),
+        raw_frame(Opcode.TEXT, b"x", mask=None),  # a client frame must be masked
+        raw_frame(0x3, b"x"),  # reserved opcode
+        raw_frame(Opcode.CLOSE, b"\x03\xe8"),
+        raw_frame(Opcode.PONG, b""),
+        raw_frame(Opcode.TEXT, b"x" * 11),  # over the limit of 10
+        raw_frame(Opcode.BINARY, b"", length=2**63 + 1, length_form=127),
+    ],
+)
+def test_take_messages_leaves_every_other_frame_untouched(frame: bytes) -> None:
+    before = raw_frame(Opcode.TEXT, b"ok")
+    assert _take(before + frame, limit=10) == (1, ["ok"], frame)
+
+
+@needs_speedups
+def test_take_messages_leaves_invalid_utf8_masked_as_it_came() -> None:
+    """It unmasks text in place to decode it; on invalid UTF-8 the frame is put back as it
+    came, for the frame-by-frame path to refuse (1007)."""
+    bad = raw_frame(Opcode.TEXT, b"ok \xff\xfe bad", mask=os.urandom(4))
+    assert _take(bad) == (0, [], bad)
+    truncated = raw_frame(Opcode.TEXT, "\u00e9".encode()[:1], mask=os.urandom(4))
+    assert _take(raw_frame(Opcode.TEXT, b"a") + truncated) == (1, ["a"], truncated)
+
+
+@needs_speedups
+def test_take_messages_on_the_client_side_takes_unmasked_frames_only() -> None:
+    plain = raw_frame(Opcode.TEXT, b"hi", mask=None) + raw_frame(Opcode.BINARY, b"\x01", mask=None)
+    assert _take(plain, expect_masked=False) == (2, ["hi", b"\x01"], b"")
+    masked = raw_frame(Opcode.TEXT, b"hi")
+    assert _take(masked, expect_masked=False) == (0, [], masked)
+
+
+@needs_speedups
+def test_take_messages_refuses_the_wrong_arguments() -> None:
+    with pytest.raises(TypeError, match="bytearray"):
+        _frames._take_messages_c(b"\x81\x00", [], 10, True)  # type: ignore[arg-type, misc]
+    with pytest.raises(TypeError, match="take_messages"):
+        _frames._take_messages_c(bytearray(), (), 10, True)  # type: ignore[arg-type, misc]
+    buf = bytearray(raw_frame(Opcode.TEXT, b"x"))
+    assert _frames._take_messages_c(buf, [], 2**70, True) == 1  # type: ignore[misc]
+
+
 def test_frame_repr_shows_the_header_and_the_length() -> None:
     frame = Frame(Opcode.TEXT, b"hello", True, False)
     assert repr(frame) == "Frame(opcode=1, fin=True, rsv1=False, len=5)"
@@ -384,6 +482,7 @@ def parser_impl(request: pytest.FixtureRequest) -> Iterator[str]:
         mp.setattr(_frames, "apply_mask", _frames._apply_mask_python)
         mp.setattr(_frames, "parse_frame", _frames._parse_frame_python)
         mp.setattr(_frames, "unmask_join", _frames._unmask_join_python)
+        mp.setattr(_frames, "take_messages", None)
         yield "python"
 
 

@@ -256,9 +256,15 @@ class WebSocketProtocol:
         if self.state is ConnectionState.CLOSED:
             return  # RFC 6455 §7.1.1: nothing more is expected; late bytes are ignored
         parser = self._parser
-        parser.feed(data)
-        next_parts = parser.next_parts
         events = self._events
+        if self._msg_opcode is None:
+            # Between messages a frame that is a whole message is just that message: the
+            # parser takes those at once (compiled), and the loop below the rest.
+            if parser.feed_messages(data, events, self.max_message_size):
+                return
+        else:
+            parser.feed(data)
+        next_parts = parser.next_parts
         try:
             while True:
                 parts = next_parts()
@@ -296,6 +302,13 @@ class WebSocketProtocol:
             self.state = ConnectionState.CLOSED
             self._events.append(Close(CloseCode.ABNORMAL_CLOSURE, ""))
         self._drop_message()
+
+    @property
+    def frame_parser(self) -> FrameParser:
+        """The parser of received frames, one for the life of the connection. Its
+        ``missing`` is :attr:`receive_size_hint`: a reader may keep the parser rather than
+        look the hint up per read."""
+        return self._parser
 
     @property
     def receive_size_hint(self) -> int:

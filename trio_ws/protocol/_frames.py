@@ -109,10 +109,12 @@ new_mask_key = _mask_keys.next
 try:  # the optional compiled speedup, built by the standard build backend when a compiler exists
     from ._speedups import apply_mask as _apply_mask_c
     from ._speedups import parse_frame as _parse_frame_c
+    from ._speedups import take_messages as _take_messages_c
     from ._speedups import unmask_join as _unmask_join_c
 except ImportError:  # pragma: no cover - depends on the build
     _apply_mask_c = None
     _parse_frame_c = None
+    _take_messages_c = None
     _unmask_join_c = None
 
 apply_mask = _apply_mask_c if _apply_mask_c is not None else _apply_mask_python
@@ -232,6 +234,30 @@ class FrameParser:
             return
         else:
             self._buf += data
+
+    def feed_messages(
+        self, data: bytes | bytearray | memoryview, messages: list[Any], max_message_size: int
+    ) -> bool:
+        """:meth:`feed`, then (with the compiled speedup) take the frames at the front of
+        the buffer that are whole messages on their own, onto ``messages``: each final,
+        RSV-free text or binary frame of at most ``max_message_size`` bytes, as its payload
+        (``str`` for text, ``bytes`` for binary). For a caller between messages, to which
+        such a frame is that message and nothing else; whatever is left, the next one on,
+        :meth:`next_parts` returns as before, errors included.
+
+        Returns whether nothing is left buffered (then :meth:`next_parts` would return
+        ``None``)."""
+        buf = self._buf
+        if self.missing or len(data) > LARGE_FRAME_SIZE:
+            self.feed(data)
+        else:
+            buf += data  # feed(), inlined for the common case
+        take = take_messages
+        if take is None or self._large is not None:
+            return False
+        if buf:
+            take(buf, messages, max_message_size, self._expect_masked)
+        return not buf
 
     def _keep(self, data: bytes | bytearray | memoryview) -> None:
         """Add a piece to the large frame being collected. A small one is copied onto the
@@ -418,6 +444,13 @@ it leaves to :func:`_parse_frame_python` (every refusal: it raises the error).""
 def _unmask_join_python(chunks: list[bytes | bytearray | memoryview], key: bytes) -> bytes:
     """The chunks of a masked payload, joined and unmasked."""
     return apply_mask(b"".join(chunks), key)
+
+
+take_messages: Callable[[bytearray, list[Any], int, bool], int] | None = _take_messages_c
+"""``take_messages(buf, messages, max_message_size, expect_masked)``, compiled only: the
+frames at the front of ``buf`` that are whole messages on their own, taken out onto
+``messages`` as payloads, up to the first frame that is anything else; returns how many.
+Without the speedup (``None``) every frame takes the :func:`parse_frame` path."""
 
 
 unmask_join: Callable[[list[bytes | bytearray | memoryview], bytes], bytes] = (

@@ -5,7 +5,8 @@
  * when it was built, and the tests run both and compare them. The parser takes only the
  * well-formed path: any header the Python parser would refuse, and any frame over the size
  * limit, returns NotImplemented so that the Python parser raises the error, with the same
- * words. */
+ * words. take_messages() takes the frames that are whole messages on their own and leaves
+ * every other frame, error or not, to that path. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -270,12 +271,143 @@ unmask_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* take_messages(buf, events, max_message_size, expect_masked) -> int
+ *
+ * The receive path's common case in one call: from the front of buf (the parser's
+ * bytearray), every whole frame that is a complete message on its own (FIN set, no RSV
+ * bit, TEXT or BINARY, masked as expect_masked says, at most max_message_size bytes) is
+ * unmasked, its text decoded as strict UTF-8, and appended to events as str or bytes, and
+ * the frames are removed from buf. It stops, taking nothing more, at the first frame that
+ * is anything else: not all there yet, a control frame, a fragment, a header the parser
+ * refuses, text that is not UTF-8; the frame-by-frame path (parse_frame and the protocol)
+ * then handles it, and raises its errors, exactly as if this had not run. Returns how many
+ * messages were taken.
+ *
+ * The caller calls it only between messages (no fragmented message in progress), when a
+ * frame complete on its own is a message to the protocol with no other change of state. */
+static PyObject *
+take_messages(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyByteArray_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "take_messages(buf: bytearray, events: list, max_message_size: int, "
+                        "expect_masked: bool)");
+        return NULL;
+    }
+    PyObject *buf = args[0], *events = args[1];
+    Py_ssize_t max_size = PyLong_AsSsize_t(args[2]);
+    if (max_size == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return NULL;
+        }
+        PyErr_Clear(); /* a limit beyond any length: no limit */
+        max_size = PY_SSIZE_T_MAX;
+    }
+    int expect_masked = PyObject_IsTrue(args[3]);
+    if (expect_masked < 0) {
+        return NULL;
+    }
+    Py_ssize_t avail = PyByteArray_GET_SIZE(buf), pos = 0, taken = 0;
+    unsigned char *p = (unsigned char *)PyByteArray_AS_STRING(buf);
+    while (avail - pos >= 2) {
+        unsigned char b0 = p[pos], b1 = p[pos + 1];
+        /* FIN, no RSV bit, TEXT (0x81) or BINARY (0x82); masked as expected. */
+        if ((b0 != 0x81 && b0 != 0x82) || ((b1 & 0x80) != 0) != (expect_masked != 0)) {
+            break;
+        }
+        uint64_t length = b1 & 0x7F;
+        Py_ssize_t head = 2;
+        if (length == 126) {
+            if (avail - pos < 4) {
+                break;
+            }
+            length = ((uint64_t)p[pos + 2] << 8) | p[pos + 3];
+            head = 4;
+        }
+        else if (length == 127) {
+            if (avail - pos < 10) {
+                break;
+            }
+            length = 0;
+            for (int j = 2; j < 10; j++) {
+                length = (length << 8) | p[pos + j];
+            }
+            head = 10;
+        }
+        /* Also refuses the 64-bit lengths with the top bit set (above any Py_ssize_t). */
+        if (length > (uint64_t)max_size) {
+            break;
+        }
+        Py_ssize_t n = (Py_ssize_t)length;
+        Py_ssize_t start = pos + head + (expect_masked ? 4 : 0);
+        if (avail - start < n) {
+            break;
+        }
+        unsigned char *data = p + start;
+        PyObject *message;
+        if (b0 == 0x81) {
+            /* Unmasked in place: these bytes leave the buffer once taken. */
+            unsigned char key[4];
+            if (expect_masked) {
+                memcpy(key, p + pos + head, 4);
+                xor_mask(data, data, n, key);
+            }
+            message = PyUnicode_DecodeUTF8((const char *)data, n, "strict");
+            if (message == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    return NULL;
+                }
+                PyErr_Clear();
+                if (expect_masked) {
+                    xor_mask(data, data, n, key); /* masked again, as it came */
+                }
+                break; /* the frame-by-frame path refuses it with 1007 */
+            }
+        }
+        else if (expect_masked) {
+            message = PyBytes_FromStringAndSize(NULL, n);
+            if (message == NULL) {
+                return NULL;
+            }
+            unsigned char *out = (unsigned char *)PyBytes_AS_STRING(message);
+            if (n >= RELEASE_GIL_MIN_SIZE) {
+                /* The bytearray cannot change meanwhile: its owner is waiting on this call. */
+                Py_BEGIN_ALLOW_THREADS
+                xor_mask(data, out, n, p + pos + head);
+                Py_END_ALLOW_THREADS
+            }
+            else {
+                xor_mask(data, out, n, p + pos + head);
+            }
+        }
+        else {
+            message = PyBytes_FromStringAndSize((const char *)data, n);
+            if (message == NULL) {
+                return NULL;
+            }
+        }
+        int failed = PyList_Append(events, message);
+        Py_DECREF(message);
+        if (failed) {
+            return NULL;
+        }
+        taken++;
+        pos = start + n;
+    }
+    if (pos && PySequence_DelSlice(buf, 0, pos) < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(taken);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", apply_mask, METH_VARARGS, "apply_mask(data, mask) -> bytes"},
     {"parse_frame", (PyCFunction)(void (*)(void))parse_frame, METH_FASTCALL,
      "parse_frame(buf, expect_masked, allow_rsv1, max_frame_size) -> tuple | None | NotImplemented"},
     {"unmask_join", (PyCFunction)(void (*)(void))unmask_join, METH_FASTCALL,
      "unmask_join(chunks, mask) -> bytes"},
+    {"take_messages", (PyCFunction)(void (*)(void))take_messages, METH_FASTCALL,
+     "take_messages(buf, events, max_message_size, expect_masked) -> int"},
     {NULL, NULL, 0, NULL},
 };
 
