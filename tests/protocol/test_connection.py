@@ -164,6 +164,37 @@ def test_server_sends_unmasked_rfc_bytes() -> None:
     assert proto.data_to_send() == bytes.fromhex("827f0000000000010000") + payload
 
 
+@pytest.mark.parametrize("size", [0, 125, 126, 127, 65_535, 65_536])
+def test_server_text_header_at_each_length_form_boundary(size: int) -> None:
+    """§5.2: up to 125 bytes the length is in the second byte; 126 and 127 there mean a
+    16- or 64-bit length follows, so a 126-byte payload needs the 16-bit form."""
+    proto = server()
+    proto.send_text("t" * size)
+    if size < 126:
+        head = bytes([0x81, size])
+    elif size < 65_536:
+        head = bytes([0x81, 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 127]) + size.to_bytes(8, "big")
+    assert proto.data_to_send() == head + b"t" * size
+
+
+def test_server_large_fragments_keep_their_fin_bit() -> None:
+    """A fragment large enough to be queued apart from its header is still marked not
+    final, and the peer reassembles the message."""
+    pair = ProtocolPair()
+    pair.server.send_bytes(b"a" * 20_000, final=False)
+    pair.server.send_bytes(b"b" * 20_000)
+    frames = sent_frames(pair.server)
+    assert [(f.opcode, f.fin) for f in frames] == [
+        (Opcode.BINARY, False),
+        (Opcode.CONTINUATION, True),
+    ]
+    pair.server.send_text("t" * 20_000, final=False)
+    pair.server.send_text("u")
+    assert pair.transfer(pair.server) == [TextMessage("t" * 20_000 + "u")]
+
+
 def test_client_masks_every_frame() -> None:
     proto = client()
     proto.send_text("Hello")
@@ -979,6 +1010,18 @@ def test_compressed_message_has_rsv1_on_first_frame_only() -> None:
     ]
 
 
+def test_small_text_is_compressed_when_deflate_is_negotiated() -> None:
+    """The short path for small text frames is for connections without compression: with
+    permessage-deflate a short text goes out compressed (RSV1) like any other."""
+    pair = ProtocolPair(deflate=PerMessageDeflate())
+    pair.server.send_text("hi hi hi hi")
+    data = pair.server.data_to_send()
+    frames = parse_frames(data, masked=False)
+    assert [(f.opcode, f.rsv1, f.fin) for f in frames] == [(Opcode.TEXT, True, True)]
+    pair.client.receive_data(data)
+    assert pair.client.events_received() == [TextMessage("hi hi hi hi")]
+
+
 def test_compressed_messages_round_trip() -> None:
     pair = ProtocolPair(deflate=PerMessageDeflate())
     pair.client.send_text("€" * 1000)
@@ -1131,6 +1174,25 @@ def test_compressed_frame_too_big_refused_from_its_header() -> None:
         header,
         CloseCode.MESSAGE_TOO_BIG,
         reason="frame of 100000 bytes exceeds the 1064-byte limit",
+    )
+
+
+def test_frame_limit_after_a_fragmented_message_without_deflate() -> None:
+    """After a fragmented message the frame limit is the message limit again, not the
+    compressed budget that only a negotiated deflate needs: a frame one byte over it is
+    refused from its header, before any of its payload is read."""
+    proto = server(max_message_size=100)
+    assert feed(
+        proto,
+        raw_frame(Opcode.TEXT, b"o", fin=False),
+        raw_frame(Opcode.CONTINUATION, b"k"),
+    ) == [TextMessage("ok")]
+    header = raw_frame(Opcode.BINARY, length=101)[:8]
+    assert_fails(
+        proto,
+        header,
+        CloseCode.MESSAGE_TOO_BIG,
+        reason="frame of 101 bytes exceeds the 100-byte limit",
     )
 
 
