@@ -397,6 +397,28 @@ def test_a_lost_range_is_numbered_by_its_last_seq_and_carries_its_notice() -> No
     assert bytes(lost.payload) == event.data.encode()
 
 
+async def test_a_second_subscribe_while_busy_queues_its_reply_behind_the_first() -> None:
+    """deliver_now() for a connection subscriber already draining leaves the new reply to
+    its send task: no write of its own, nothing raised, both replies in order."""
+    hub = BroadcastHub()
+    first = hub.queue("first")
+    second = hub.queue("second")
+    sub, reader = await memory_subscriber(hub, "busy")
+    await hub.subscribe(first, sub, reply=True)  # busy: the reply waits for the reader
+    assert sub.state is DRAINING
+    await hub.subscribe(second, sub, reply=True)
+    assert sub.state is DRAINING
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        with trio.fail_after(5):
+            got = await reader.read_until(2)
+        assert [(m.get("type"), m.get("group")) for m in got] == [
+            ("subscribed", "first"),
+            ("subscribed", "second"),
+        ]
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_subscribe_reply_to_a_broken_socket_removes_the_subscriber() -> None:
     hub = BroadcastHub()
     queue = hub.queue("q")

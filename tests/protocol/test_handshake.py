@@ -344,6 +344,25 @@ def test_plain_requests(data: bytes) -> None:
     assert request.extensions == ()
 
 
+def test_common_header_names_and_values_are_shared_between_requests() -> None:
+    """Each connection keeps its request's headers for its life; the names and values
+    nearly every request repeats are one shared string each, not a copy per connection.
+    Uncommon ones are the request's own."""
+    extra = [("X-Room", "lobby")]
+    first = receive(make_request(extra=extra)).headers
+    second = receive(make_request(extra=extra)).headers
+    assert first == second
+    pairs = list(zip(first, second, strict=True))
+    upgrade = [(a, b) for a, b in pairs if a[0] == "Upgrade"]
+    assert upgrade, first
+    for (name_a, value_a), (name_b, value_b) in upgrade:
+        assert name_a is name_b  # "Upgrade"
+        assert value_a is value_b  # "websocket"
+    ((own_a, own_b),) = [(a, b) for a, b in pairs if a[0] == "X-Room"]
+    assert own_a[0] is not own_b[0]
+    assert own_a[1] is not own_b[1]
+
+
 def test_trailing_data() -> None:
     server = ServerHandshake()
     assert server.trailing_data == b""
